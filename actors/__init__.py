@@ -1,0 +1,1 @@
+"""Ray actors: thin shells around `fabric/` that own state and move bytes."""

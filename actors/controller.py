@@ -1,0 +1,255 @@
+"""`FabricController`: the topology, the VM registry, and the start of every migration.
+
+Named `fabric/controller` in the `novacron` namespace. It creates the ledger
+and node actors at boot, places new VMs, picks migration targets, commits
+Begin in the ledger and hands the migration to the source node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.ledger import LedgerActor
+from actors.names import LEDGER, NAMESPACE, node_actor
+from actors.node import NodeActor, describe_error
+from fabric.errors import ConfigError, FabricError, LedgerRejected, UnknownVmError
+from fabric.ledger import AbortMigration, BeginMigration, RegisterVm, RemoveVm, command_to_dict
+from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
+from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
+from fabric.topology import DC_PREFIX, NodeSpec, Topology
+from policies import NodeLoad, least_loaded_node
+
+log = logging.getLogger("novacron.controller")
+
+MIGRATIONS_KEPT_MAX = 200  # finished migrations remembered for status and result queries
+VMS_MAX = 10_000
+DC_RESOURCE_PER_ACTOR = 0.001  # a token amount: pins the actor, never limits how many fit
+MIB = 1 << 20
+
+
+@ray.remote(num_cpus=0)
+class FabricController:
+    """Boots the fabric and starts migrations; the single place operators talk to."""
+
+    def __init__(self, topology: dict[str, Any], *, detached: bool, ledger_dir: str) -> None:
+        self.topology = Topology.from_dict(topology)
+        self._detached = detached
+        self._ledger_dir = ledger_dir
+        self._ledger: Any = None
+        self._nodes: dict[str, Any] = {}
+        self._boot_lock = asyncio.Lock()
+        self._booted = False
+        self._migrations: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    # -- boot --------------------------------------------------------------------
+
+    def _actor_options(self, name: str, spec: NodeSpec | None = None) -> dict[str, Any]:
+        opts: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "get_if_exists": True}
+        if self._detached:
+            opts["lifetime"] = "detached"
+        if spec is None:
+            # The ledger's files live on this controller's machine: keep it here.
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False)
+        elif spec.ray_node_id is not None:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.ray_node_id, soft=False)
+        elif self.topology.pinning == "resources":
+            opts["resources"] = {f"{DC_PREFIX}{spec.dc}": DC_RESOURCE_PER_ACTOR}
+        return opts
+
+    async def boot(self, vms: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Create the ledger and node actors (idempotent); seed `vms` into an empty fabric."""
+        async with self._boot_lock:
+            if not self._booted:
+                self._ledger = LedgerActor.options(**self._actor_options(LEDGER)).remote(
+                    self._ledger_dir)
+                await self._ledger.ready.remote()
+                for spec in self.topology.nodes:
+                    self._nodes[spec.name] = NodeActor.options(
+                        **self._actor_options(node_actor(spec.name), spec)).remote(
+                            asdict(spec), self.topology.to_dict())
+                await asyncio.gather(*(n.ready.remote() for n in self._nodes.values()))
+                self._booted = True
+                if vms and not await self._ledger.records.remote():
+                    for v in vms:
+                        await self.create_vm(v["name"], v["workload"], v.get("where"))
+        return await self.status()
+
+    def _node(self, name: str) -> Any:
+        self.topology.node(name)  # UnknownNodeError for a name not in the topology
+        return self._nodes[name]
+
+    # -- VMs -----------------------------------------------------------------------
+
+    async def _loads(self, candidates: list[NodeSpec]) -> list[NodeLoad]:
+        infos = await asyncio.gather(*(self._nodes[c.name].describe.remote() for c in candidates))
+        return [NodeLoad(name=i["name"], memory_mib_max=i["memory_mib_max"],
+                         memory_mib_used=i["memory_mib_used"], vms=len(i["vms"])) for i in infos]
+
+    async def create_vm(self, name: str, workload: dict[str, Any],
+                        where: str | None = None) -> dict[str, Any]:
+        """Register, place and start a VM; `where` names a data center or node (default: any)."""
+        if not name or len(name) > 64 or "/" in name:
+            raise ConfigError(f"VM names are 1-64 characters without '/', not {name!r}")
+        spec = spec_from_dict(workload)
+        memory_mib = make_workload(spec).pages * PAGE_SIZE / MIB
+        records = await self._ledger.records.remote()
+        if len(records) >= VMS_MAX:
+            raise ConfigError(f"the fabric holds at most {VMS_MAX} VMs")
+        candidates = self.topology.resolve(where) if where else list(self.topology.nodes)
+        node = least_loaded_node(await self._loads(candidates), memory_mib)
+        rec = await self._ledger.submit.remote(command_to_dict(RegisterVm(vm=name, node=node)))
+        try:
+            return await self._nodes[node].create_vm.remote(name, workload, rec["epoch"])
+        except Exception:
+            await self._ledger.submit.remote(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
+            raise
+
+    async def delete_vm(self, name: str) -> None:
+        """Stop a VM and remove it from the ledger."""
+        rec = await self._record(name)
+        await self._nodes[rec["owner"]].delete_vm.remote(name)
+        await self._ledger.submit.remote(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
+
+    async def _record(self, vm: str) -> dict[str, Any]:
+        rec = await self._ledger.read.remote(vm)
+        if rec is None:
+            raise UnknownVmError(f"no VM {vm!r} in the fabric")
+        return rec
+
+    async def list_vms(self) -> list[dict[str, Any]]:
+        """Every VM: the ledger's owner and epoch, and what its node reports."""
+        records = await self._ledger.records.remote()
+        nodes = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
+        hosted = {(v["name"], n["name"]): v for n in nodes for v in n["vms"]}
+        out = []
+        for r in records:
+            node = self.topology.node(r["owner"])
+            info = hosted.get((r["vm"], r["owner"]), {})
+            out.append({"vm": r["vm"], "node": r["owner"], "dc": node.dc, "epoch": r["epoch"],
+                        "state": info.get("state", "missing"),
+                        "memory_mib": info.get("memory_mib"),
+                        "migrating_to": (r["migration"] or {}).get("destination"),
+                        "workload": info.get("workload", "")})
+        return out
+
+    # -- migrations ---------------------------------------------------------------------
+
+    async def start_migration(self, vm: str, to: str, config: dict[str, Any] | None = None,
+                              faults: dict[str, Any] | None = None) -> str:
+        """Commit Begin and start the migration in the background; returns its id."""
+        t0 = time.monotonic()
+        MigrationConfig.from_dict(config)
+        FaultPlan.from_dict(faults)
+        rec = await self._record(vm)
+        source = rec["owner"]
+        candidates = [c for c in self.topology.resolve(to) if c.name != source]
+        if not candidates:
+            raise ConfigError(f"VM {vm} is already on {source}; pick another node or data center")
+        info = await self._nodes[source].vm_info.remote(vm)
+        destination = least_loaded_node(await self._loads(candidates), info["memory_mib"])
+        begun = await self._ledger.submit.remote(command_to_dict(
+            BeginMigration(vm=vm, source=source, destination=destination)))
+        epoch = begun["migration"]["epoch"]
+        mid = f"{vm}@{epoch}"
+        self._migrations[mid] = {"id": mid, "vm": vm, "source": source,
+                                 "destination": destination, "epoch": epoch,
+                                 "status": "active", "report": None}
+        while len(self._migrations) > MIGRATIONS_KEPT_MAX:
+            oldest = next(iter(self._migrations))
+            if self._migrations[oldest]["status"] == "active":
+                break
+            del self._migrations[oldest]
+        self._tasks[mid] = asyncio.create_task(
+            self._run(mid, config, faults, time.monotonic() - t0))
+        return mid
+
+    async def _run(self, mid: str, config: dict[str, Any] | None, faults: dict[str, Any] | None,
+                   pre_elapsed_s: float) -> None:
+        m = self._migrations[mid]
+        try:
+            report = await self._nodes[m["source"]].migrate_out.remote(
+                m["vm"], m["destination"], m["epoch"], config, faults, pre_elapsed_s)
+        except Exception as e:
+            # The engine never ran or its node died: close Begin so the VM is not stuck.
+            report = await self._abandon(m, describe_error(e))
+        m["report"], m["status"] = report, report["status"]
+        self._tasks.pop(mid, None)
+
+    async def _abandon(self, m: dict[str, Any], reason: str) -> dict[str, Any]:
+        try:
+            await self._ledger.submit.remote(command_to_dict(
+                AbortMigration(vm=m["vm"], epoch=m["epoch"], reason=reason[:500])))
+        except LedgerRejected:
+            pass  # the engine closed it already
+        except Exception as e:
+            reason += f"; ledger abort failed: {describe_error(e)}"
+        try:
+            await self._nodes[m["destination"]].discard_incoming.remote(m["vm"], m["epoch"])
+        except Exception as e:
+            log.warning("discard on %s failed: %s", m["destination"], describe_error(e))
+        try:
+            await self._nodes[m["source"]].vm_info.remote(m["vm"])
+            location, status = m["source"], "aborted"
+        except Exception as e:
+            reason += f"; source unreachable: {describe_error(e)}"
+            location, status = "", "failed"
+        return MigrationReport(vm=m["vm"], source=m["source"], destination=m["destination"],
+                               epoch=m["epoch"], status=status, abort_reason=reason,
+                               vm_location=location).to_dict()
+
+    async def migration_progress(self, mid: str) -> dict[str, Any]:
+        """Status of migration `mid`, with the engine's progress while it runs."""
+        m = self._migration(mid)
+        out = {k: v for k, v in m.items() if k != "report"}
+        if m["status"] == "active":
+            try:
+                out["progress"] = await self._nodes[m["source"]].migration_progress.remote(m["vm"])
+            except Exception as e:
+                out["progress"] = {"error": describe_error(e)}
+        return out
+
+    async def migration_result(self, mid: str) -> dict[str, Any]:
+        """The report of migration `mid`, once it has finished."""
+        self._migration(mid)
+        task = self._tasks.get(mid)
+        if task is not None:
+            await asyncio.shield(task)
+        return self._migrations[mid]["report"]
+
+    def _migration(self, mid: str) -> dict[str, Any]:
+        if mid not in self._migrations:
+            raise FabricError(f"no migration {mid!r} (the last {MIGRATIONS_KEPT_MAX} are kept)")
+        return self._migrations[mid]
+
+    async def migrate(self, vm: str, to: str, config: dict[str, Any] | None = None,
+                      faults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Migrate and wait; returns the report."""
+        return await self.migration_result(await self.start_migration(vm, to, config, faults))
+
+    # -- status ------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Topology, nodes, VMs, migrations and ledger health, JSON-ready."""
+        nodes = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
+        return {
+            "topology": self.topology.to_dict(),
+            "nodes": nodes,
+            "vms": await self.list_vms() if self._booted else [],
+            "ledger": await self._ledger.describe.remote() if self._ledger else None,
+            "migrations": [{k: v for k, v in m.items() if k != "report"}
+                           for m in self._migrations.values()],
+        }
+
+    def topology_dict(self) -> dict[str, Any]:
+        """The topology, JSON-ready."""
+        return self.topology.to_dict()

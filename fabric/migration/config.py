@@ -1,0 +1,112 @@
+"""Limits and knobs of one migration, validated together."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from fabric.errors import ConfigError
+from fabric.wire import BATCH_PAGES_MAX
+
+# Batches a sender may have in flight; the receiver's reorder window is the same.
+INFLIGHT_BATCHES_MAX = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class MigrationConfig:
+    """What a migration may do; `validate()` says how to fix a bad value."""
+
+    # QEMU's default downtime-limit.
+    downtime_ms_limit: float = 300.0
+    # Xen stops pre-copy after 30 iterations...
+    rounds_max: int = 30
+    # ...or once it has sent 3x the guest's memory.
+    bytes_max_factor: float = 3.0
+    # What to do when a limit is hit before the downtime fits: stop and copy
+    # anyway (Xen) or give up and leave the VM at the source.
+    on_limit: Literal["switchover", "abort"] = "switchover"
+    # 4 MiB batches with 8 in flight: the measured sweet spot of Ray's object
+    # store on this 2-core machine (~1 GB/s actor to actor; 1 MiB batches half that).
+    batch_pages_max: int = 1024
+    inflight_batches_max: int = 8
+    # QEMU's max-bandwidth; None means as fast as the path allows.
+    max_bandwidth_mbps: float | None = None
+    # A migration that has not finished by then aborts.
+    total_time_s_max: float = 600.0
+    # A peer (destination, ledger) that does not answer one call in this time
+    # is treated as failed.
+    peer_timeout_s: float = 30.0
+    # "incremental": the destination digest comes from page hashes verified on
+    # arrival; "full": the destination also rehashes every page before commit.
+    verify: Literal["incremental", "full"] = "incremental"
+
+    def validate(self) -> MigrationConfig:
+        """Return self, or raise ConfigError naming the bad value and its allowed range."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"migration config {name}={getattr(self, name)!r}: {why}")
+        if not 1 <= self.downtime_ms_limit <= 60_000:
+            raise bad("downtime_ms_limit", "use 1..60000 ms")
+        if not 1 <= self.rounds_max <= 1000:
+            raise bad("rounds_max", "use 1..1000")
+        if not 1.0 <= self.bytes_max_factor <= 100.0:
+            raise bad("bytes_max_factor", "use 1..100 (times the guest memory)")
+        if self.on_limit not in ("switchover", "abort"):
+            raise bad("on_limit", "use 'switchover' or 'abort'")
+        if not 1 <= self.batch_pages_max <= BATCH_PAGES_MAX:
+            raise bad("batch_pages_max", f"use 1..{BATCH_PAGES_MAX}")
+        if not 1 <= self.inflight_batches_max <= INFLIGHT_BATCHES_MAX:
+            raise bad("inflight_batches_max", f"use 1..{INFLIGHT_BATCHES_MAX}")
+        if self.max_bandwidth_mbps is not None and not 0.1 <= self.max_bandwidth_mbps <= 1e6:
+            raise bad("max_bandwidth_mbps", "use 0.1..1000000 MB/s, or None for no cap")
+        if not 0.1 <= self.total_time_s_max <= 86_400:
+            raise bad("total_time_s_max", "use 0.1..86400 s")
+        if not 0.1 <= self.peer_timeout_s <= 3600:
+            raise bad("peer_timeout_s", "use 0.1..3600 s")
+        if self.verify not in ("incremental", "full"):
+            raise bad("verify", "use 'incremental' or 'full'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> MigrationConfig:
+        """Parse and validate; unknown keys are an error, not ignored."""
+        raw = dict(raw or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown migration config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**raw).validate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultPlan:
+    """Faults to inject into one migration, for tests and chaos runs."""
+
+    # Raise inside the engine when this pre-copy round starts.
+    engine_error_at_round: int | None = None
+    # Add this much wall time before each batch is sent (slows a migration down
+    # so a test can act in the middle of it).
+    delay_per_batch_s: float = 0.0
+
+    def validate(self) -> FaultPlan:
+        """Return self, or raise ConfigError."""
+        if self.engine_error_at_round is not None and self.engine_error_at_round < 0:
+            raise ConfigError("engine_error_at_round must be >= 0")
+        if not 0 <= self.delay_per_batch_s <= 10:
+            raise ConfigError("delay_per_batch_s must be in 0..10 s")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> FaultPlan:
+        """Parse and validate."""
+        try:
+            return cls(**dict(raw or {})).validate()
+        except TypeError as e:
+            raise ConfigError(f"bad fault plan: {e}") from e

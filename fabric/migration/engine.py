@@ -1,0 +1,405 @@
+"""The pre-copy migration engine: a sans-IO state machine.
+
+Round 0 sends every non-zero page; round k sends the pages dirtied during
+round k-1. Each round measures bandwidth and dirty rate; when the expected
+downtime (remaining dirty bytes / bandwidth) fits the limit, or a limit on
+rounds or bytes is hit, the source pauses and the last dirty pages go
+(stop-and-copy). The destination's digest must equal the source's before the
+ledger commits. Any failure before that commit aborts: the ledger records it,
+the destination drops its copy and the source resumes.
+
+The shell calls `next_command(now)` and carries the command out; see
+`fabric.migration.commands`. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from fabric.memory.layout import PAGE_SIZE
+from fabric.memory.pagestore import PageStore
+from fabric.memory.vm import DeviceState
+from fabric.migration import commands as cmd
+from fabric.migration.config import FaultPlan, MigrationConfig
+from fabric.migration.report import MB, MigrationReport, RoundStats
+from fabric.wire import BatchHeader, encode_raw, wire_bytes
+
+
+class InjectedEngineError(RuntimeError):
+    """A fault the FaultPlan asked for; behaves like any bug inside the engine."""
+
+
+class Phase(StrEnum):
+    """Where the engine is. Transitions only go down this list (or to ABORTING)."""
+
+    SETUP = "setup"
+    PRECOPY = "precopy"
+    PAUSING = "pausing"
+    STOPCOPY = "stop-and-copy"
+    VERIFYING = "verifying"
+    COMMITTING = "committing"
+    RESOLVING = "resolving"  # the commit call failed; reading the ledger to learn its outcome
+    ACTIVATING = "activating"
+    RELEASING = "releasing"
+    ABORTING = "aborting"
+    DONE = "done"
+
+
+@dataclass
+class _Round:
+    index: int
+    pages: np.ndarray
+    started: float
+    final: bool = False
+    cursor: int = 0
+    acked_pages: int = 0
+    raw_bytes: int = 0
+    wire_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    round: int
+    pages: int
+    raw_bytes: int
+    wire_bytes: int
+
+
+class MigrationEngine:
+    """Drives one outgoing migration of one VM."""
+
+    def __init__(self, *, vm: str, source: str, destination: str, epoch: int,
+                 memory: PageStore, config: MigrationConfig, requested_at: float,
+                 faults: FaultPlan | None = None, workload: str = "",
+                 link: str | None = None) -> None:
+        self.config = config.validate()
+        self.faults = (faults or FaultPlan()).validate()
+        self.memory = memory
+        self.epoch = epoch
+        self._t0 = requested_at
+        self.phase = Phase.SETUP
+        self.report = MigrationReport(
+            vm=vm, source=source, destination=destination, epoch=epoch,
+            memory_bytes=memory.nbytes, downtime_ms_limit=config.downtime_ms_limit,
+            verify=config.verify, workload=workload, vm_location=source)
+        if link is not None:
+            self.report.link = link
+        self._pending: Any = None  # the blocking command the shell is carrying out
+        self._round: _Round | None = None
+        self._inflight: OrderedDict[int, _InFlight] = OrderedDict()
+        self._seq = 0
+        self._send_allowed_at = requested_at
+        self._transfer_s = 0.0  # time spent in rounds, for the bandwidth estimate
+        self._paused_at: float | None = None
+        self._device: DeviceState | None = None
+        self._source_digest: str | None = None
+        self._abort_steps: list[Any] = []
+        self._precopy_rounds = 0
+        self._resolving_reason = ""
+
+    # -- inputs ---------------------------------------------------------------
+
+    def next_command(self, now: float) -> cmd.Command:
+        """The next thing for the shell to do."""
+        assert self._pending is None, f"{self._pending} is still outstanding"
+        if self.phase is Phase.DONE:
+            return cmd.Finished(report=self.report)
+        if self.phase is Phase.ABORTING:
+            return self._next_abort_step(now)
+        if self.phase in (Phase.PRECOPY, Phase.STOPCOPY) and \
+                now - self._t0 > self.config.total_time_s_max:
+            self._begin_abort(f"deadline: not finished within {self.config.total_time_s_max:g} s", now)
+            return self._next_abort_step(now)
+        if self.phase is Phase.SETUP:
+            return self._block(cmd.PrepareDestination(
+                vm=self.report.vm, epoch=self.epoch, pages=self.memory.pages,
+                source=self.report.source))
+        if self.phase in (Phase.PRECOPY, Phase.STOPCOPY):
+            return self._next_transfer_command(now)
+        if self.phase is Phase.PAUSING:
+            return self._block(cmd.PauseSource())
+        if self.phase is Phase.VERIFYING:
+            assert self._device is not None
+            return self._block(cmd.VerifyDestination(device_state=self._device.to_dict(),
+                                                     full=self.config.verify == "full"))
+        if self.phase is Phase.COMMITTING:
+            return self._block(cmd.CommitOwnership(epoch=self.epoch))
+        if self.phase is Phase.RESOLVING:
+            return self._block(cmd.QueryOwnership())
+        if self.phase is Phase.ACTIVATING:
+            return self._block(cmd.ActivateDestination(epoch=self.epoch))
+        if self.phase is Phase.RELEASING:
+            return self._block(cmd.ReleaseSource())
+        raise AssertionError(f"no command in phase {self.phase}")
+
+    def batch_acked(self, seq: int, now: float) -> None:
+        """The destination applied batch `seq`."""
+        sent = self._inflight.pop(seq)
+        rnd = self._round
+        assert rnd is not None and rnd.index == sent.round
+        rnd.acked_pages += sent.pages
+        rnd.raw_bytes += sent.raw_bytes
+        rnd.wire_bytes += sent.wire_bytes
+        self.report.pages_transferred += sent.pages
+        self.report.raw_bytes += sent.raw_bytes
+        self.report.wire_bytes += sent.wire_bytes
+
+    def command_done(self, now: float, result: Any = None) -> None:
+        """The outstanding blocking command succeeded, with `result` where it has one."""
+        pending, self._pending = self._pending, None
+        assert pending is not None, "no command outstanding"
+        if isinstance(pending, cmd.PrepareDestination):
+            self.report.setup_time_ms = (now - self._t0) * 1000
+            self.phase = Phase.PRECOPY
+            self._start_round(0, now)
+        elif isinstance(pending, cmd.PauseSource):
+            assert isinstance(result, DeviceState)
+            self._paused_at = now
+            self._device = result
+            self.phase = Phase.STOPCOPY
+            self._start_final_round(now)
+        elif isinstance(pending, cmd.VerifyDestination):
+            self._mark_downtime("verify", now)
+            self.report.destination_digest = str(result)
+            assert self._source_digest is not None
+            if result != self._source_digest:
+                self._begin_abort(f"digest mismatch: source {self._source_digest[:16]}, "
+                                  f"destination {str(result)[:16]}", now)
+            else:
+                self.phase = Phase.COMMITTING
+        elif isinstance(pending, cmd.CommitOwnership):
+            self._mark_downtime("commit", now)
+            self.phase = Phase.ACTIVATING
+        elif isinstance(pending, cmd.QueryOwnership):
+            owner, epoch = result
+            if owner == self.report.destination and epoch == self.epoch:
+                self.phase = Phase.ACTIVATING
+            else:
+                self._begin_abort(self._resolving_reason, now)
+        elif isinstance(pending, cmd.ActivateDestination):
+            assert self._paused_at is not None
+            self._mark_downtime("activate", now)
+            self.report.downtime_ms = (now - self._paused_at) * 1000
+            self.report.vm_location = self.report.destination
+            self.phase = Phase.RELEASING
+        elif isinstance(pending, cmd.ReleaseSource):
+            self._finish("completed", now)
+        elif isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource):
+            self._abort_step_done(pending, now, error=None)
+        else:
+            raise AssertionError(f"unexpected completion of {pending}")
+
+    def command_failed(self, reason: str, now: float) -> None:
+        """The outstanding command (or the transfer) failed; the engine aborts if it still can."""
+        pending, self._pending = self._pending, None
+        if isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource):
+            self._abort_step_done(pending, now, error=reason)
+        elif isinstance(pending, cmd.CommitOwnership):
+            # The commit may or may not have been applied: ask before deciding.
+            self._resolving_reason = f"commit failed: {reason}"
+            self.phase = Phase.RESOLVING
+        elif isinstance(pending, cmd.QueryOwnership):
+            # Neither resuming nor activating is safe without knowing the outcome.
+            self._finish("failed", now, reason=f"{self._resolving_reason}; ledger unreadable "
+                         f"({reason}): outcome unknown, VM left paused at the source")
+        elif isinstance(pending, cmd.ActivateDestination):
+            self._finish("failed", now, reason=f"committed, but the destination did not start "
+                         f"the VM ({reason}); the source keeps its stopped copy")
+            self.report.vm_location = ""
+        elif isinstance(pending, cmd.ReleaseSource):
+            self._finish("completed", now, reason=f"source copy not released: {reason}")
+        elif self.phase in (Phase.DONE, Phase.ABORTING):
+            pass  # already ending; a late failure changes nothing
+        else:
+            self._begin_abort(reason, now)
+
+    def crash(self, error: BaseException, now: float) -> None:
+        """An exception escaped the engine itself: abort, or settle what the commit decided."""
+        self._pending = None
+        reason = f"engine error: {error!r}"
+        if self.phase in (Phase.DONE, Phase.ABORTING):
+            return
+        if self.phase in (Phase.COMMITTING, Phase.RESOLVING):
+            self._resolving_reason = reason
+            self.phase = Phase.RESOLVING
+        elif self.phase in (Phase.ACTIVATING, Phase.RELEASING):
+            self.report.vm_location = ""
+            self._finish("failed", now, reason=f"{reason} after the commit")
+        else:
+            self._begin_abort(reason, now)
+
+    # -- progress -------------------------------------------------------------
+
+    def progress(self, now: float) -> dict[str, Any]:
+        """A JSON-ready snapshot for progress bars and status pages."""
+        rnd = self._round
+        return {
+            "vm": self.report.vm, "phase": self.phase.value, "epoch": self.epoch,
+            "round": rnd.index if rnd else None, "final_round": bool(rnd and rnd.final),
+            "round_pages_total": int(rnd.pages.size) if rnd else 0,
+            "round_pages_done": rnd.acked_pages if rnd else 0,
+            "pages_transferred": self.report.pages_transferred,
+            "raw_bytes": self.report.raw_bytes, "wire_bytes": self.report.wire_bytes,
+            "elapsed_ms": (now - self._t0) * 1000,
+            "rounds_done": [r.__dict__.copy() for r in self.report.round_stats],
+        }
+
+    # -- transfer ---------------------------------------------------------------
+
+    def _block(self, command: Any) -> Any:
+        self._pending = command
+        return command
+
+    def _start_round(self, index: int, now: float) -> None:
+        if self.faults.engine_error_at_round == index:
+            raise InjectedEngineError(f"injected engine error at round {index}")
+        if index == 0:
+            # Everything goes in round 0; clear first so writes from now on are caught.
+            self.memory.take_dirty()
+            pages = self.memory.nonzero_pages()
+            self.report.zero_pages_skipped = self.memory.pages - int(pages.size)
+        else:
+            pages = self.memory.take_dirty()
+        self._round = _Round(index=index, pages=pages, started=now)
+
+    def _start_final_round(self, now: float) -> None:
+        index = self._round.index + 1 if self._round else 0
+        self._round = _Round(index=index, pages=self.memory.take_dirty(), started=now, final=True)
+
+    def _next_transfer_command(self, now: float) -> cmd.Command:
+        rnd = self._round
+        assert rnd is not None
+        if rnd.cursor < rnd.pages.size:
+            if len(self._inflight) >= self.config.inflight_batches_max:
+                return cmd.AwaitAck()
+            if now < self._send_allowed_at:
+                return cmd.Wait(until=self._send_allowed_at)
+            return self._send_next_batch(rnd, now)
+        if rnd.final and self._source_digest is None:
+            # Every last page is out; hash the frozen source while the acks come back.
+            self._source_digest = self.memory.digest()
+            self.report.source_digest = self._source_digest
+        if self._inflight:
+            return cmd.AwaitAck()
+        self._end_round(rnd, now)
+        return self.next_command(now)
+
+    def _send_next_batch(self, rnd: _Round, now: float) -> cmd.SendBatch:
+        idx = rnd.pages[rnd.cursor:rnd.cursor + self.config.batch_pages_max]
+        rnd.cursor += idx.size
+        contents, hashes = self.memory.snapshot_for_send(idx)
+        header = BatchHeader(vm=self.report.vm, epoch=self.epoch, round=rnd.index, seq=self._seq)
+        batch = encode_raw(header, idx, contents, hashes)
+        size = wire_bytes(batch)
+        send = cmd.SendBatch(seq=self._seq, round=rnd.index, batch=batch, pages=int(idx.size),
+                             raw_bytes=int(idx.size) * PAGE_SIZE, wire_bytes=size)
+        self._inflight[self._seq] = _InFlight(round=rnd.index, pages=send.pages,
+                                              raw_bytes=send.raw_bytes, wire_bytes=size)
+        self._seq += 1
+        start = max(self._send_allowed_at, now)
+        if self.config.max_bandwidth_mbps is not None:
+            start += size / (self.config.max_bandwidth_mbps * MB)
+        self._send_allowed_at = start + self.faults.delay_per_batch_s
+        return send
+
+    def _bandwidth_bps(self) -> float:
+        """Wire bytes per second over all rounds so far (0 before any)."""
+        return self.report.wire_bytes / self._transfer_s if self._transfer_s > 0 else 0.0
+
+    def _end_round(self, rnd: _Round, now: float) -> None:
+        duration = max(now - rnd.started, 1e-9)
+        self._transfer_s += duration
+        stats = RoundStats(
+            index=rnd.index, pages=rnd.acked_pages, raw_bytes=rnd.raw_bytes,
+            wire_bytes=rnd.wire_bytes, started_s=rnd.started - self._t0, duration_s=duration,
+            bandwidth_mbps=rnd.wire_bytes / duration / MB, final=rnd.final)
+        self.report.round_stats.append(stats)
+        if rnd.final:
+            assert self.memory.dirty_count() == 0, "the guest wrote memory while paused"
+            self._mark_downtime("stop_and_copy", now)
+            self.phase = Phase.VERIFYING
+            return
+        self._precopy_rounds += 1
+        self.report.rounds = self._precopy_rounds
+        dirty = self.memory.dirty_count()
+        bandwidth = self._bandwidth_bps()
+        expected_ms = dirty * PAGE_SIZE / bandwidth * 1000 if bandwidth > 0 else float("inf")
+        stats.dirty_pages = dirty
+        stats.dirty_rate_mbps = dirty * PAGE_SIZE / duration / MB
+        stats.expected_downtime_ms = expected_ms
+        self.report.dirty_pages_rate = dirty / duration
+        self.report.dirty_rate_mbps = stats.dirty_rate_mbps
+        self.report.expected_downtime_ms = expected_ms
+        self.report.remaining_bytes = dirty * PAGE_SIZE
+        if dirty == 0 or expected_ms <= self.config.downtime_ms_limit:
+            self._switchover("converged" if dirty else "nothing_dirty")
+            return
+        limit = None
+        if self._precopy_rounds >= self.config.rounds_max:
+            limit = "rounds_max"
+        elif self.report.raw_bytes >= self.config.bytes_max_factor * self.memory.nbytes:
+            limit = "bytes_max"
+        if limit is None:
+            self._start_round(rnd.index + 1, now)
+        elif self.config.on_limit == "switchover":
+            self._switchover(limit)
+        else:
+            self._begin_abort(f"did not converge: {limit} reached with expected downtime "
+                              f"{expected_ms:.0f} ms over the {self.config.downtime_ms_limit:g} ms limit",
+                              now)
+
+    def _mark_downtime(self, step: str, now: float) -> None:
+        """Charge the time since the last downtime step (or the pause) to `step`."""
+        assert self._paused_at is not None
+        spent = sum(self.report.downtime_breakdown_ms.values()) / 1000
+        self.report.downtime_breakdown_ms[step] = (now - self._paused_at - spent) * 1000
+
+    def _switchover(self, reason: str) -> None:
+        self.report.switchover_reason = reason
+        self.phase = Phase.PAUSING
+
+    # -- ending ---------------------------------------------------------------
+
+    def _begin_abort(self, reason: str, now: float) -> None:
+        self.report.abort_reason = reason
+        self.phase = Phase.ABORTING
+        self._inflight.clear()  # the shell drops its in-flight sends
+        steps: list[Any] = [cmd.AbortOwnership(epoch=self.epoch, reason=reason),
+                            cmd.DiscardDestination(epoch=self.epoch)]
+        if self._paused_at is not None:
+            steps.append(cmd.ResumeSource())
+        self._abort_steps = steps
+
+    def _next_abort_step(self, now: float) -> cmd.Command:
+        if not self._abort_steps:
+            self._finish("aborted", now)
+            return cmd.Finished(report=self.report)
+        return self._block(self._abort_steps[0])
+
+    def _abort_step_done(self, step: Any, now: float, error: str | None) -> None:
+        assert self._abort_steps and self._abort_steps[0] is step
+        self._abort_steps.pop(0)
+        if error is None:
+            return
+        if isinstance(step, cmd.ResumeSource):
+            self.report.vm_location = ""
+            self._finish("failed", now, reason=f"{self.report.abort_reason}; and the source "
+                         f"could not resume the VM: {error}")
+            self._abort_steps = []
+        else:
+            kind = "ledger abort" if isinstance(step, cmd.AbortOwnership) else "destination discard"
+            self.report.abort_reason += f" ({kind} failed: {error})"
+
+    def _finish(self, status: str, now: float, reason: str | None = None) -> None:
+        self.report.status = status
+        if reason:
+            self.report.abort_reason = reason
+        self.report.total_time_ms = (now - self._t0) * 1000
+        if self._transfer_s > 0:
+            self.report.throughput_mbps = self.report.wire_bytes / self._transfer_s / MB
+        self.phase = Phase.DONE
