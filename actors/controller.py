@@ -31,6 +31,7 @@ log = logging.getLogger("novacron.controller")
 
 MIGRATIONS_KEPT_MAX = 200  # finished migrations remembered for status and result queries
 VMS_MAX = 10_000
+NODE_CALL_S_MAX = 10.0  # a node that does not describe itself in this time reads as unreachable
 DC_RESOURCE_PER_ACTOR = 0.001  # a token amount: pins the actor, never limits how many fit
 MIB = 1 << 20
 
@@ -90,10 +91,25 @@ class FabricController:
 
     # -- VMs -----------------------------------------------------------------------
 
+    async def _describe_nodes(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every (or the named) node's self-description; a dead node reads as unreachable."""
+        names = names if names is not None else list(self._nodes)
+
+        async def one(name: str) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(self._nodes[name].describe.remote(), NODE_CALL_S_MAX)
+            except Exception as e:
+                spec = self.topology.node(name)
+                return {"name": name, "dc": spec.dc, "memory_mib_max": spec.memory_mib_max,
+                        "memory_mib_used": None, "vms": [], "incoming": [], "outgoing": [],
+                        "ray_node_id": "", "error": f"unreachable: {describe_error(e)}"}
+        return list(await asyncio.gather(*(one(n) for n in names)))
+
     async def _loads(self, candidates: list[NodeSpec]) -> list[NodeLoad]:
-        infos = await asyncio.gather(*(self._nodes[c.name].describe.remote() for c in candidates))
+        infos = await self._describe_nodes([c.name for c in candidates])
         return [NodeLoad(name=i["name"], memory_mib_max=i["memory_mib_max"],
-                         memory_mib_used=i["memory_mib_used"], vms=len(i["vms"])) for i in infos]
+                         memory_mib_used=i["memory_mib_used"], vms=len(i["vms"]))
+                for i in infos if "error" not in i]
 
     async def create_vm(self, name: str, workload: dict[str, Any],
                         where: str | None = None) -> dict[str, Any]:
@@ -129,14 +145,16 @@ class FabricController:
     async def list_vms(self) -> list[dict[str, Any]]:
         """Every VM: the ledger's owner and epoch, and what its node reports."""
         records = await self._ledger.records.remote()
-        nodes = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
+        nodes = await self._describe_nodes()
         hosted = {(v["name"], n["name"]): v for n in nodes for v in n["vms"]}
+        unreachable = {n["name"] for n in nodes if "error" in n}
         out = []
         for r in records:
             node = self.topology.node(r["owner"])
             info = hosted.get((r["vm"], r["owner"]), {})
             out.append({"vm": r["vm"], "node": r["owner"], "dc": node.dc, "epoch": r["epoch"],
-                        "state": info.get("state", "missing"),
+                        "state": info.get("state", "unreachable" if r["owner"] in unreachable
+                                          else "missing"),
                         "memory_mib": info.get("memory_mib"),
                         "migrating_to": (r["migration"] or {}).get("destination"),
                         "workload": info.get("workload", "")})
@@ -240,7 +258,7 @@ class FabricController:
 
     async def status(self) -> dict[str, Any]:
         """Topology, nodes, VMs, migrations and ledger health, JSON-ready."""
-        nodes = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
+        nodes = await self._describe_nodes()
         return {
             "topology": self.topology.to_dict(),
             "nodes": nodes,

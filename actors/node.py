@@ -225,8 +225,13 @@ class NodeActor:
             raise VmStateError(f"node {self.name} has no incoming migration of {vm} at epoch {epoch}")
         return inc
 
-    def prepare_incoming(self, vm: str, epoch: int, pages: int, source: str) -> None:
-        """Allocate an empty memory for an incoming VM."""
+    async def prepare_incoming(self, vm: str, epoch: int, pages: int, source: str) -> None:
+        """Allocate an empty memory for an incoming VM, if the ledger has that migration open."""
+        rec = await self._ledger().read.remote(vm)
+        mig = (rec or {}).get("migration") or {}
+        if mig.get("destination") != self.name or mig.get("epoch") != epoch or mig.get("source") != source:
+            raise FencedError(f"no migration of {vm} from {source} to {self.name} is open at "
+                              f"epoch {epoch} (ledger: {rec})")
         if vm in self._vms:
             raise VmStateError(f"node {self.name} already hosts {vm}")
         old = self._incoming.get(vm)

@@ -146,5 +146,5 @@ class Vm:
         """A JSON-ready summary."""
         return {"name": self.name, "state": self._state.value,
                 "memory_mib": self.memory.pages * PAGE_SIZE / (1 << 20),
-                "guest_time_s": round(self._guest_time_s, 3), "page_writes": self._writes,
+                "guest_time_s": self._guest_time_s, "page_writes": self._writes,
                 "workload": self.workload.describe()}

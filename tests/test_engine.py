@@ -1,0 +1,291 @@
+"""The migration engine, driven in-process on a virtual clock over a modelled link."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fabric.clock import ManualClock
+from fabric.errors import ConfigError
+from fabric.ledger import CommitMigration, RegisterVm, SingleWriterLedger
+from fabric.memory import PageStore, ReplaySpec, RunState, SyntheticSpec, Vm, make_workload
+from fabric.migration import (
+    FaultPlan,
+    IncomingMigration,
+    MigrationConfig,
+    MigrationEngine,
+    migrate_in_process,
+)
+from fabric.migration import commands as cmd
+
+LINK = 125e6  # 1 Gbit/s, in bytes per second
+
+
+def running_vm(spec, clock: ManualClock, warmup_s: float = 0.3) -> Vm:
+    vm = Vm.boot("vm", spec)
+    vm.resume(clock.now())
+    clock.advance(warmup_s)
+    vm.advance(clock.now())
+    return vm
+
+
+def setup(spec, warmup_s: float = 0.3):
+    clock = ManualClock(1000.0)
+    ledger = SingleWriterLedger()
+    ledger.submit(RegisterVm(vm="vm", node="src"))
+    return clock, ledger, running_vm(spec, clock, warmup_s)
+
+
+def expected_memory(spec, guest_time_s: float) -> np.ndarray:
+    """The memory the workload must produce by `guest_time_s`, recomputed from scratch."""
+    w = make_workload(spec)
+    mem = PageStore(w.pages)
+    w.boot(mem)
+    w.run(mem, 0.0, guest_time_s)
+    return mem.view()
+
+
+def migrate(vm, ledger, clock, **kw):
+    kw.setdefault("link_bytes_per_s", LINK)
+    kw.setdefault("command_latency_s", 0.0005)
+    return migrate_in_process(vm, ledger=ledger, source="src", destination="dst", clock=clock, **kw)
+
+
+# -- a migration that completes ------------------------------------------------------------------
+
+def test_memory_arrives_byte_identical_while_the_workload_writes() -> None:
+    spec = SyntheticSpec(memory_mib=64, dirty_rate_mbps=60, hot_set_mib=16, seed=1)
+    clock, ledger, vm = setup(spec)
+    res = migrate(vm, ledger, clock, config=MigrationConfig(downtime_ms_limit=30))
+    r = res.report
+    assert r.status == "completed", r.abort_reason
+    assert r.rounds >= 2, "a 60 MB/s writer over 125 MB/s under 30 ms needs several rounds"
+    assert r.switchover_reason == "converged" and r.expected_downtime_ms <= 30
+    assert sum(s.dirty_pages for s in r.round_stats) > 0
+    # the destination holds exactly the source's memory at the moment it stopped...
+    assert np.array_equal(res.destination.memory.view(), res.source.memory.view())
+    # ...which is exactly what the workload had written by then (nothing lost, nothing stale)
+    assert res.destination.guest_time_s == res.source.guest_time_s
+    assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
+    assert r.source_digest == r.destination_digest == res.destination.memory.full_digest()
+    # and the VM runs only at the destination
+    assert res.source.state is RunState.STOPPED and res.destination.state is RunState.RUNNING
+    assert ledger.record("vm").owner == "dst" and ledger.record("vm").migration is None
+    assert r.vm_location == "dst"
+
+
+def test_real_capture_replaying_during_migration_arrives_intact(kv_slice: Path) -> None:
+    spec = ReplaySpec(path=str(kv_slice), time_scale=8.0)  # 8x: the slice's deltas land mid-migration
+    clock, ledger, vm = setup(spec, warmup_s=0.1)
+    writes_before = vm.page_writes
+    res = migrate(vm, ledger, clock, link_bytes_per_s=10e6)
+    assert res.report.status == "completed", res.report.abort_reason
+    assert vm.page_writes > writes_before, "the replay must write during the migration"
+    assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+def test_report_has_query_migrate_fields_and_is_json() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=2))
+    r = migrate(vm, ledger, clock).report
+    d = json.loads(r.to_json())
+    for field in ("total_time_ms", "setup_time_ms", "downtime_ms", "expected_downtime_ms", "rounds",
+                  "pages_transferred", "raw_bytes", "wire_bytes", "zero_pages_skipped",
+                  "dirty_pages_rate", "throughput_mbps", "remaining_bytes", "abort_reason"):
+        assert field in d
+    assert r.zero_pages_skipped > 0 and r.wire_bytes >= r.raw_bytes > 0
+    assert r.pages_transferred == sum(s.pages for s in r.round_stats)
+    assert r.downtime_ms == pytest.approx(sum(r.downtime_breakdown_ms.values()))
+    assert r.total_time_ms >= r.setup_time_ms + r.downtime_ms
+    assert 0 < r.throughput_mbps <= LINK / 1e6 * 1.01
+
+
+def test_round_zero_skips_zero_pages() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=0, seed=3), warmup_s=0)
+    nonzero = vm.memory.nonzero_pages().size
+    r = migrate(vm, ledger, clock).report
+    assert r.round_stats[0].pages == nonzero
+    assert r.zero_pages_skipped == vm.memory.pages - nonzero
+    assert r.rounds == 1 and r.switchover_reason == "nothing_dirty"
+
+
+def test_a_page_zeroed_during_migration_is_sent() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=8, dirty_rate_mbps=0, seed=3), warmup_s=0)
+    target = int(vm.memory.nonzero_pages()[0])
+    acks = {"n": 0}
+
+    def zero_after_first_ack(c) -> None:
+        if isinstance(c, cmd.AwaitAck):
+            acks["n"] += 1
+            if acks["n"] == 1:
+                vm.memory.write_bytes(target * 4096, bytes(4096))
+    res = migrate(vm, ledger, clock, intercept=zero_after_first_ack)
+    assert res.report.status == "completed"
+    assert not res.destination.memory.view()[target].any()
+    assert np.array_equal(res.destination.memory.view(), res.source.memory.view())
+
+
+# -- convergence limits ---------------------------------------------------------------------------
+
+def test_a_writer_faster_than_the_link_hits_the_limit_and_switches_over_like_xen() -> None:
+    spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=4)
+    clock, ledger, vm = setup(spec)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
+                  config=MigrationConfig(rounds_max=5, downtime_ms_limit=50))
+    r = res.report
+    assert r.status == "completed"
+    assert r.switchover_reason in ("rounds_max", "bytes_max")
+    assert r.rounds <= 5 and r.raw_bytes <= 3 * r.memory_bytes + 32 * 1024 * 4096
+    assert r.downtime_ms > 50  # forced: the limit could not be met
+    assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+def test_with_on_limit_abort_it_gives_up_and_the_vm_keeps_running_at_the_source() -> None:
+    spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=4)
+    clock, ledger, vm = setup(spec)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
+                  config=MigrationConfig(rounds_max=4, downtime_ms_limit=50, on_limit="abort"))
+    r = res.report
+    assert r.status == "aborted" and "did not converge" in r.abort_reason
+    assert r.vm_location == "src" and vm.state is RunState.RUNNING
+    assert ledger.record("vm").owner == "src" and ledger.record("vm").migration is None
+    assert res.incoming is not None and res.incoming.state.value == "discarded"
+    assert np.array_equal(vm.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+def test_bytes_max_stops_precopy() -> None:
+    spec = SyntheticSpec(memory_mib=16, dirty_rate_mbps=200, hot_set_mib=16, seed=5)
+    clock, ledger, vm = setup(spec)
+    r = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
+                config=MigrationConfig(bytes_max_factor=1.5, downtime_ms_limit=10)).report
+    assert r.switchover_reason == "bytes_max"
+    precopy_bytes = sum(s.raw_bytes for s in r.round_stats if not s.final)
+    assert precopy_bytes >= 1.5 * r.memory_bytes
+    assert precopy_bytes - r.round_stats[-2].raw_bytes < 1.5 * r.memory_bytes
+
+
+def test_bandwidth_cap_is_respected() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=0, seed=6), warmup_s=0)
+    r = migrate(vm, ledger, clock, link_bytes_per_s=None, command_latency_s=0,
+                config=MigrationConfig(max_bandwidth_mbps=5.0, batch_pages_max=64)).report
+    assert r.status == "completed"
+    assert r.throughput_mbps == pytest.approx(5.0, rel=0.1)
+
+
+def test_deadline_aborts() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=0, seed=6), warmup_s=0)
+    r = migrate(vm, ledger, clock, link_bytes_per_s=1e6,
+                config=MigrationConfig(total_time_s_max=1.0)).report
+    assert r.status == "aborted" and r.abort_reason.startswith("deadline")
+    assert vm.state is RunState.RUNNING and ledger.record("vm").owner == "src"
+
+
+# -- failures before the commit abort safely -------------------------------------------------------
+
+def test_an_exception_inside_the_engine_aborts_and_the_source_keeps_running() -> None:
+    spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=60, hot_set_mib=16, seed=7)
+    clock, ledger, vm = setup(spec)
+    res = migrate(vm, ledger, clock, faults=FaultPlan(engine_error_at_round=1),
+                  config=MigrationConfig(downtime_ms_limit=30))
+    r = res.report
+    assert r.status == "aborted" and "injected engine error at round 1" in r.abort_reason
+    assert vm.state is RunState.RUNNING and r.vm_location == "src"
+    assert ledger.record("vm").owner == "src" and ledger.record("vm").migration is None
+    assert np.array_equal(vm.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+@pytest.mark.parametrize("failing", ["AwaitAck", "PauseSource", "VerifyDestination"])
+def test_a_dead_destination_aborts_at_any_step_before_commit(failing: str) -> None:
+    spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=40, hot_set_mib=16, seed=8)
+    clock, ledger, vm = setup(spec)
+    seen = {"acks": 0}
+
+    def die(c) -> None:
+        if isinstance(c, cmd.AwaitAck):
+            seen["acks"] += 1
+        if type(c).__name__ == failing and (failing != "AwaitAck" or seen["acks"] == 3):
+            raise ConnectionError("destination actor died")
+    res = migrate(vm, ledger, clock, intercept=die)
+    r = res.report
+    assert r.status == "aborted" and "destination actor died" in r.abort_reason
+    assert vm.state is RunState.RUNNING  # resumed if it had been paused
+    assert ledger.record("vm").owner == "src" and ledger.record("vm").migration is None
+    assert np.array_equal(vm.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+def test_a_digest_mismatch_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=9))
+    real_finish = IncomingMigration.finish
+
+    def finish_after_bitrot(self, device_state, *, full):
+        self.memory.write_bytes(12345, b"\xff")  # the received copy rots before the check
+        return real_finish(self, device_state, full=full)
+    monkeypatch.setattr(IncomingMigration, "finish", finish_after_bitrot)
+    r = migrate(vm, ledger, clock).report
+    assert r.status == "aborted" and r.abort_reason.startswith("digest mismatch")
+    assert vm.state is RunState.RUNNING and ledger.record("vm").owner == "src"
+
+
+# -- the commit and after ------------------------------------------------------------------------
+
+def test_a_commit_that_fails_is_resolved_from_the_ledger_both_ways() -> None:
+    # the commit never reached the ledger: abort
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=10))
+
+    def lost_request(c) -> None:
+        if isinstance(c, cmd.CommitOwnership):
+            raise TimeoutError("ledger did not answer")
+    r = migrate(vm, ledger, clock, intercept=lost_request).report
+    assert r.status == "aborted" and vm.state is RunState.RUNNING
+    assert ledger.record("vm").owner == "src"
+
+    # the commit was applied but its answer was lost: the destination takes over
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=10))
+
+    def lost_answer(c) -> None:
+        if isinstance(c, cmd.CommitOwnership):
+            ledger.submit(CommitMigration(vm="vm", epoch=c.epoch))
+            raise TimeoutError("answer lost")
+    res = migrate(vm, ledger, clock, intercept=lost_answer)
+    assert res.report.status == "completed" and res.destination is not None
+    assert vm.state is RunState.STOPPED and ledger.record("vm").owner == "dst"
+
+
+def test_activation_failure_after_commit_is_reported_not_hidden() -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=11))
+
+    def no_start(c) -> None:
+        if isinstance(c, cmd.ActivateDestination):
+            raise ConnectionError("destination died after commit")
+    r = migrate(vm, ledger, clock, intercept=no_start).report
+    assert r.status == "failed" and "keeps its stopped copy" in r.abort_reason
+    assert ledger.record("vm").owner == "dst"  # the ledger's word stands
+    assert vm.state is RunState.PAUSED  # fenced: the source never runs it again on its own
+
+
+# -- the engine's shape ------------------------------------------------------------------------------
+
+def test_engine_asks_one_blocking_thing_at_a_time() -> None:
+    vm = Vm.boot("vm", SyntheticSpec(memory_mib=4, seed=1))
+    engine = MigrationEngine(vm="vm", source="a", destination="b", epoch=2, memory=vm.memory,
+                             config=MigrationConfig(), requested_at=0.0)
+    first = engine.next_command(0.0)
+    assert isinstance(first, cmd.PrepareDestination) and first.pages == vm.memory.pages
+    with pytest.raises(AssertionError, match="still outstanding"):
+        engine.next_command(0.0)
+    engine.command_done(0.01)
+    assert isinstance(engine.next_command(0.01), cmd.SendBatch)
+    assert engine.progress(0.02)["phase"] == "precopy"
+
+
+def test_config_validation_names_the_bad_value() -> None:
+    with pytest.raises(ConfigError, match="downtime_ms_limit"):
+        MigrationConfig(downtime_ms_limit=0).validate()
+    with pytest.raises(ConfigError, match="batch_pages_max"):
+        MigrationConfig(batch_pages_max=100_000).validate()
+    with pytest.raises(ConfigError, match="unknown migration config keys"):
+        MigrationConfig.from_dict({"downtime": 5})
+    with pytest.raises(ConfigError):
+        FaultPlan.from_dict({"engine_error_at_round": -1})

@@ -1,0 +1,159 @@
+"""The wire format: valid batches round-trip; malformed ones raise typed errors and write nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fabric.errors import CorruptPageError, MalformedBatchError, VmStateError
+from fabric.memory import PAGE_SIZE, page_hashes
+from fabric.migration import IncomingMigration
+from fabric.wire import BATCH_PAGES_MAX, SCHEMA, BatchHeader, decode, encode_raw
+
+PAGES = 64
+
+
+def header(seq: int = 0, round: int = 0, vm: str = "vm", epoch: int = 2) -> BatchHeader:
+    return BatchHeader(vm=vm, epoch=epoch, round=round, seq=seq)
+
+
+def good_batch(idx=(1, 5, 9), seed: int = 0, **h) -> pa.RecordBatch:
+    idx = np.asarray(idx, dtype=np.uint32)
+    pages = np.random.default_rng(seed).integers(0, 256, (idx.size, PAGE_SIZE), dtype=np.uint8)
+    return encode_raw(header(**h), idx, pages, page_hashes(pages))
+
+
+def with_column(batch: pa.RecordBatch, name: str, array: pa.Array, field=None) -> pa.RecordBatch:
+    i = batch.schema.get_field_index(name)
+    arrays = [array if j == i else batch.column(j) for j in range(batch.num_columns)]
+    fields = [field or pa.field(name, array.type) if j == i else batch.schema.field(j)
+              for j in range(batch.num_columns)]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=batch.schema.metadata))
+
+
+def test_round_trip_is_zero_copy_and_exact() -> None:
+    batch = good_batch()
+    d = decode(batch, page_count=PAGES)
+    assert d.idx.tolist() == [1, 5, 9] and d.header == header()
+    assert np.shares_memory(d.pages, np.frombuffer(batch.column("payload").buffers()[2], np.uint8))
+    assert d.raw_bytes == 3 * PAGE_SIZE
+
+
+def _malformed_cases() -> dict[str, tuple[pa.RecordBatch, str]]:
+    b = good_batch()
+    n = b.num_rows
+    short = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(np.array([0, 4000, 8096, 12192],
+                                                                              np.int32)),
+                                                  pa.py_buffer(np.zeros(12192, np.uint8))])
+    return {
+        "wrong page size": (with_column(b, "payload", short), "4000 bytes, expected the page size"),
+        "page number out of range": (with_column(b, "page", pa.array([1, 5, PAGES], pa.uint32())),
+                                     "out of range"),
+        "duplicated pages": (with_column(b, "page", pa.array([1, 5, 5], pa.uint32())), "duplicated"),
+        "wrong column type": (with_column(b, "page", pa.array([1, 5, 9], pa.int64())),
+                              "type int64, expected uint32"),
+        "unknown encoding": (with_column(b, "encoding", pa.array([0, 7, 0], pa.uint8())),
+                             "unknown page encodings"),
+        "round disagrees": (with_column(b, "round", pa.array([0, 1, 0], pa.uint32())),
+                            "round column disagrees"),
+        "null page": (with_column(b, "page", pa.array([1, None, 9], pa.uint32()),
+                                  pa.field("page", pa.uint32())), "has nulls"),
+        "missing column": (pa.RecordBatch.from_arrays(
+            [b.column(i) for i in range(4)],
+            schema=pa.schema(list(SCHEMA)[:4], metadata=b.schema.metadata)), "columns"),
+        "no header": (b.replace_schema_metadata(None), "lacks wire version"),
+        "bad header": (b.replace_schema_metadata({**b.schema.metadata, b"epoch": b"two"}),
+                       "bad batch header"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_malformed_cases()))
+def test_malformed_batches_are_rejected_and_write_nothing(case: str) -> None:
+    inc = IncomingMigration(vm="vm", epoch=2, pages=PAGES, source="a")
+    inc.apply(good_batch(idx=(2,), seed=5))
+    before = inc.memory.full_digest()
+    batch, reason = _malformed_cases()[case]
+    with pytest.raises(MalformedBatchError, match=reason):
+        inc.apply(batch)
+    assert inc.memory.full_digest() == before
+    assert inc.memory.digest() == before
+
+
+def test_not_a_batch_at_all() -> None:
+    with pytest.raises(MalformedBatchError, match="RecordBatch"):
+        decode({"pages": b"\0" * PAGE_SIZE}, page_count=PAGES)
+
+
+def test_corrupt_page_fails_its_checksum_and_writes_nothing() -> None:
+    b = good_batch()
+    payload = np.frombuffer(b.column("payload").buffers()[2], np.uint8).copy()
+    payload[PAGE_SIZE + 17] ^= 0x01  # one bit of the second page
+    corrupt = with_column(b, "payload", pa.Array.from_buffers(
+        pa.binary(), 3, [None, b.column("payload").buffers()[1], pa.py_buffer(payload)]))
+    inc = IncomingMigration(vm="vm", epoch=2, pages=PAGES, source="a")
+    before = inc.memory.full_digest()
+    with pytest.raises(CorruptPageError, match="first page 5"):
+        inc.apply(corrupt)
+    assert inc.memory.full_digest() == before
+
+
+def test_receiver_rejects_foreign_replayed_stale_and_late_batches() -> None:
+    inc = IncomingMigration(vm="vm", epoch=2, pages=PAGES, source="a")
+    with pytest.raises(MalformedBatchError, match="sent to the migration"):
+        inc.apply(good_batch(epoch=3))
+    with pytest.raises(MalformedBatchError, match="sent to the migration"):
+        inc.apply(good_batch(vm="other"))
+    inc.apply(good_batch(seq=1))
+    inc.apply(good_batch(seq=0))  # reordered inside one round: fine
+    with pytest.raises(MalformedBatchError, match="replay"):
+        inc.apply(good_batch(seq=1))
+    with pytest.raises(MalformedBatchError, match="window"):
+        inc.apply(good_batch(seq=500))
+    inc.apply(good_batch(seq=2, round=1))
+    with pytest.raises(MalformedBatchError, match="round 0 after round 1"):
+        inc.apply(good_batch(seq=3, round=0))
+    inc.finish({"guest_time_s": 1.0, "workload": {"kind": "synthetic", "memory_mib": 1}}, full=False)
+    with pytest.raises(VmStateError):
+        inc.apply(good_batch(seq=4, round=1))
+
+
+def test_batches_are_bounded() -> None:
+    idx = np.arange(BATCH_PAGES_MAX + 1, dtype=np.uint32)
+    pages = np.zeros((idx.size, PAGE_SIZE), np.uint8)
+    with pytest.raises(AssertionError):
+        encode_raw(header(), idx, pages, page_hashes(pages))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(idx=st.lists(st.integers(0, PAGES - 1), min_size=1, max_size=24, unique=True),
+       seed=st.integers(0, 2**32 - 1), round=st.integers(0, 40), seq=st.integers(0, 10**6))
+def test_any_valid_batch_round_trips_through_arrow_ipc(idx, seed, round, seq) -> None:
+    rng = np.random.default_rng(seed)
+    # a mix of zero, sparse and random pages, as guests hold
+    pages = rng.integers(0, 256, (len(idx), PAGE_SIZE), dtype=np.uint8)
+    pages[rng.random(len(idx)) < 0.3] = 0
+    h = header(seq=seq, round=round)
+    batch = encode_raw(h, np.array(idx, np.uint32), pages, page_hashes(pages))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    received = pa.ipc.open_stream(sink.getvalue()).read_next_batch()
+    d = decode(received, page_count=PAGES)
+    assert d.header == h and d.idx.tolist() == idx and np.array_equal(d.pages, pages)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 3))
+def test_any_bit_flip_in_a_payload_is_caught(seed: int, flips: int) -> None:
+    b = good_batch(seed=seed % 1000)
+    payload = np.frombuffer(b.column("payload").buffers()[2], np.uint8).copy()
+    rng = np.random.default_rng(seed)
+    for bit in rng.choice(payload.size * 8, size=flips, replace=False):
+        payload[bit // 8] ^= np.uint8(1 << (bit % 8))
+    corrupt = with_column(b, "payload", pa.Array.from_buffers(
+        pa.binary(), 3, [None, b.column("payload").buffers()[1], pa.py_buffer(payload)]))
+    with pytest.raises(CorruptPageError):
+        decode(corrupt, page_count=PAGES)
