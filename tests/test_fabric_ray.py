@@ -105,7 +105,7 @@ def test_migration_during_writes_is_byte_identical_and_runs_only_at_the_destinat
     src = fab.node("us-east-1")
     assert "busy-1" not in [v["name"] for v in ray.get(src.describe.remote())["vms"]]
     # what runs there now is the same guest, continued: recompute it from its spec and clock
-    memory, guest_time, info = frozen_memory(fab, "busy-1")
+    memory, guest_time, _ = frozen_memory(fab, "busy-1")
     assert guest_time > 0.5
     assert np.array_equal(memory, expected_memory(
         {"kind": "synthetic", "memory_mib": 96, "dirty_rate_mbps": 80, "hot_set_mib": 24, "seed": 11},
