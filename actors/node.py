@@ -320,11 +320,19 @@ class NodeActor:
             if isinstance(command, cmd.Finished):
                 return command.report.to_dict()
             if isinstance(command, cmd.Wait):
-                await asyncio.sleep(max(0.0, command.until - self._clock.now()))
-                continue
+                # Pacing: take the acks that arrive meanwhile, so progress stays current.
+                timeout = max(0.0, command.until - self._clock.now())
+                if inflight:
+                    done, _ = await asyncio.wait({inflight[0][1]}, timeout=timeout)
+                    if done:
+                        command = cmd.AwaitAck()
+                else:
+                    await asyncio.sleep(timeout)
+                if isinstance(command, cmd.Wait):
+                    continue
             if isinstance(command, cmd.SendBatch):
                 ref = dst.apply_batch.remote(engine.report.vm, engine.epoch, command.batch)
-                inflight.append((command.seq, ref))
+                inflight.append((command.seq, asyncio.ensure_future(ref)))
                 continue
             try:
                 result = await asyncio.wait_for(

@@ -25,10 +25,11 @@ class MigrationConfig:
     # What to do when a limit is hit before the downtime fits: stop and copy
     # anyway (Xen) or give up and leave the VM at the source.
     on_limit: Literal["switchover", "abort"] = "switchover"
-    # 4 MiB batches with 8 in flight: the measured sweet spot of Ray's object
-    # store on this 2-core machine (~1 GB/s actor to actor; 1 MiB batches half that).
-    batch_pages_max: int = 1024
-    inflight_batches_max: int = 8
+    # 16 MiB batches, 4 in flight: Ray's per-call cost dominates smaller batches.
+    # Measured on the 2-core dev machine (jobs/bench_migration.py --batch-pages
+    # --window): 4 MiB x 8 moved ~350 MB/s, 16 MiB x 4 about three times that.
+    batch_pages_max: int = 4096
+    inflight_batches_max: int = 4
     # QEMU's max-bandwidth; None means as fast as the path allows.
     max_bandwidth_mbps: float | None = None
     # A migration that has not finished by then aborts.
