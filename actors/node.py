@@ -306,47 +306,36 @@ class NodeActor:
         inflight: deque[tuple[int, Any]] = deque()
         crashes = 0
         while True:
-            now = self._clock.now()
             try:
-                command = engine.next_command(now)
-            except Exception as e:
-                crashes += 1
-                log.exception("migration engine error (%d)", crashes)
-                if crashes > ENGINE_CRASHES_MAX:
-                    return await self._hard_abort(engine, hosted, dst, e)
-                inflight.clear()
-                engine.crash(e, now)
-                continue
-            if isinstance(command, cmd.Finished):
-                return command.report.to_dict()
-            if isinstance(command, cmd.Wait):
-                # Pacing: take the acks that arrive meanwhile, so progress stays current.
-                timeout = max(0.0, command.until - self._clock.now())
-                if inflight:
-                    done, _ = await asyncio.wait({inflight[0][1]}, timeout=timeout)
-                    if done:
-                        command = cmd.AwaitAck()
-                else:
-                    await asyncio.sleep(timeout)
+                command = engine.next_command(self._clock.now())
+                if isinstance(command, cmd.Finished):
+                    return command.report.to_dict()
                 if isinstance(command, cmd.Wait):
+                    # Pacing: take the acks that arrive meanwhile, so progress stays current.
+                    timeout = max(0.0, command.until - self._clock.now())
+                    if not inflight:
+                        await asyncio.sleep(timeout)
+                        continue
+                    done, _ = await asyncio.wait({inflight[0][1]}, timeout=timeout)
+                    if not done:
+                        continue
+                    command = cmd.AwaitAck()
+                if isinstance(command, cmd.SendBatch):
+                    ref = dst.apply_batch.remote(engine.report.vm, engine.epoch, command.batch)
+                    inflight.append((command.seq, asyncio.ensure_future(ref)))
                     continue
-            if isinstance(command, cmd.SendBatch):
-                ref = dst.apply_batch.remote(engine.report.vm, engine.epoch, command.batch)
-                inflight.append((command.seq, asyncio.ensure_future(ref)))
-                continue
-            try:
-                result = await asyncio.wait_for(
-                    self._execute(command, engine, hosted, dst, inflight), cfg.peer_timeout_s)
-            except Exception as e:
-                inflight.clear()
-                engine.command_failed(describe_error(e), self._clock.now())
-                continue
-            try:
+                try:
+                    result = await asyncio.wait_for(
+                        self._execute(command, engine, hosted, dst, inflight), cfg.peer_timeout_s)
+                except Exception as e:  # the peer, the ledger or this node's I/O failed
+                    inflight.clear()
+                    engine.command_failed(describe_error(e), self._clock.now())
+                    continue
                 if isinstance(command, cmd.AwaitAck):
                     engine.batch_acked(result, self._clock.now())
                 else:
                     engine.command_done(self._clock.now(), result)
-            except Exception as e:
+            except Exception as e:  # the engine itself raised
                 crashes += 1
                 log.exception("migration engine error (%d)", crashes)
                 if crashes > ENGINE_CRASHES_MAX:

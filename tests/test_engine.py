@@ -289,3 +289,19 @@ def test_config_validation_names_the_bad_value() -> None:
         MigrationConfig.from_dict({"downtime": 5})
     with pytest.raises(ConfigError):
         FaultPlan.from_dict({"engine_error_at_round": -1})
+
+
+def test_an_engine_error_after_the_destination_started_does_not_undo_the_migration(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=8, dirty_rate_mbps=5, seed=12))
+    real_done = MigrationEngine.command_done
+
+    def break_on_release(self, now, result=None):
+        if isinstance(self._pending, cmd.ReleaseSource):
+            raise RuntimeError("bug while releasing")
+        return real_done(self, now, result)
+    monkeypatch.setattr(MigrationEngine, "command_done", break_on_release)
+    res = migrate(vm, ledger, clock)
+    assert res.report.status == "completed" and "not released" in res.report.abort_reason
+    assert res.destination is not None and res.destination.state is RunState.RUNNING
+    assert ledger.record("vm").owner == "dst"

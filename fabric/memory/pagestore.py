@@ -155,12 +155,24 @@ class PageStore:
         return self._generation[self._check_idx(idx)].copy()
 
     def snapshot_for_send(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of pages `idx` and their xxh3 hashes, consistent page by page.
+        """Copies of pages `idx` and their xxh3 hashes, consistent page by page."""
+        return self._copy_and_hash(self._check_idx(idx))
 
-        The copy is taken under the lock, so no page is torn; the hashes are
-        computed outside it and cached only for pages not written since.
-        """
-        idx = self._check_idx(idx)
+    def digest(self) -> str:
+        """Digest of the whole memory; rehashes only pages written since it was last computed."""
+        with self._lock:
+            stale = np.flatnonzero(self._hash_stale)
+        _, hashes = self._copy_and_hash(stale)
+        with self._lock:
+            current = self._hash.copy()
+        # A page written while we hashed it keeps its fresh hash out of the cache,
+        # but this digest still describes the copy we hashed.
+        current[stale] = hashes
+        return memory_digest(current)
+
+    def _copy_and_hash(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copy pages under the lock (none torn), hash them outside it, and cache the
+        hashes of pages not written since the copy."""
         with self._lock:
             contents = self._data[idx]
             generation = self._generation[idx]
@@ -171,24 +183,6 @@ class PageStore:
             self._hash[keep] = hashes[unchanged]
             self._hash_stale[keep] = False
         return contents, hashes
-
-    def digest(self) -> str:
-        """Digest of the whole memory; rehashes only pages written since it was last computed."""
-        with self._lock:
-            stale = np.flatnonzero(self._hash_stale)
-            contents = self._data[stale]
-            generation = self._generation[stale]
-        hashes = page_hashes(contents)
-        with self._lock:
-            unchanged = self._generation[stale] == generation
-            keep = stale[unchanged]
-            self._hash[keep] = hashes[unchanged]
-            self._hash_stale[keep] = False
-            current = self._hash.copy()
-            # A page written while we hashed it keeps its fresh hash out of the cache,
-            # but this digest still describes the copy we hashed.
-            current[stale] = hashes
-        return memory_digest(current)
 
     def full_digest(self) -> str:
         """Digest recomputed from every page, ignoring the cache (slow; for verification)."""

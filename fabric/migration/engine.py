@@ -227,9 +227,13 @@ class MigrationEngine:
         if self.phase in (Phase.COMMITTING, Phase.RESOLVING):
             self._resolving_reason = reason
             self.phase = Phase.RESOLVING
-        elif self.phase in (Phase.ACTIVATING, Phase.RELEASING):
+        elif self.phase is Phase.ACTIVATING:
             self.report.vm_location = ""
-            self._finish("failed", now, reason=f"{reason} after the commit")
+            self._finish("failed", now, reason=f"{reason} after the commit, before the "
+                         f"destination started the VM; the source keeps its stopped copy")
+        elif self.phase is Phase.RELEASING:
+            # The VM already runs at the destination; only freeing the source copy is in doubt.
+            self._finish("completed", now, reason=f"source copy not released: {reason}")
         else:
             self._begin_abort(reason, now)
 

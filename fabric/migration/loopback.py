@@ -33,6 +33,51 @@ class LoopbackResult:
     incoming: IncomingMigration | None
 
 
+class _LoopbackShell:
+    """Carries out the engine's blocking commands against in-process peers."""
+
+    def __init__(self, vm: Vm, ledger: SingleWriterLedger, clock: Clock) -> None:
+        self.vm = vm
+        self.ledger = ledger
+        self.clock = clock
+        self.incoming: IncomingMigration | None = None
+        self.restored: Vm | None = None
+
+    def carry_out(self, command: object) -> object:
+        """Do one blocking command; its result, or an exception as a failed peer would raise."""
+        vm, ledger, now = self.vm, self.ledger, self.clock.now()
+        if isinstance(command, cmd.PrepareDestination):
+            self.incoming = IncomingMigration(vm=command.vm, epoch=command.epoch,
+                                              pages=command.pages, source=command.source)
+        elif isinstance(command, cmd.PauseSource):
+            return vm.pause(now)
+        elif isinstance(command, cmd.VerifyDestination):
+            assert self.incoming is not None
+            return self.incoming.finish(command.device_state, full=command.full)
+        elif isinstance(command, cmd.CommitOwnership):
+            ledger.submit(CommitMigration(vm=vm.name, epoch=command.epoch))
+        elif isinstance(command, cmd.QueryOwnership):
+            rec = ledger.record(vm.name)
+            assert rec is not None
+            return rec.owner, rec.epoch
+        elif isinstance(command, cmd.ActivateDestination):
+            assert self.incoming is not None
+            self.restored = self.incoming.activate()
+            self.restored.resume(now)
+        elif isinstance(command, cmd.ReleaseSource):
+            vm.stop()
+        elif isinstance(command, cmd.AbortOwnership):
+            ledger.submit(AbortMigration(vm=vm.name, epoch=command.epoch, reason=command.reason))
+        elif isinstance(command, cmd.DiscardDestination):
+            if self.incoming is not None:
+                self.incoming.discard()
+        elif isinstance(command, cmd.ResumeSource):
+            vm.resume(now)
+        else:
+            raise AssertionError(f"unhandled command {command}")
+        return None
+
+
 def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, destination: str,
                        clock: Clock, config: MigrationConfig | None = None,
                        faults: FaultPlan | None = None, link_bytes_per_s: float | None = None,
@@ -44,85 +89,54 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
     makes that command fail, as a dead peer would.
     """
     config = config or MigrationConfig()
-    manual = isinstance(clock, ManualClock)
     begun = ledger.submit(BeginMigration(vm=vm.name, source=source, destination=destination))
     assert begun is not None and begun.migration is not None
-    epoch = begun.migration.epoch
-    engine = MigrationEngine(vm=vm.name, source=source, destination=destination, epoch=epoch,
-                             memory=vm.memory, config=config, requested_at=clock.now(),
-                             faults=faults, workload=vm.workload.describe())
-    incoming: IncomingMigration | None = None
-    restored: Vm | None = None
+    engine = MigrationEngine(vm=vm.name, source=source, destination=destination,
+                             epoch=begun.migration.epoch, memory=vm.memory, config=config,
+                             requested_at=clock.now(), faults=faults, workload=vm.workload.describe())
+    shell = _LoopbackShell(vm, ledger, clock)
     sent: deque[cmd.SendBatch] = deque()
 
     def elapse(dt: float) -> None:
-        if manual and dt > 0:
-            assert isinstance(clock, ManualClock)
+        if isinstance(clock, ManualClock) and dt > 0:
             clock.advance(dt)
         vm.advance(clock.now())
 
     for _ in range(STEPS_MAX):
         vm.advance(clock.now())
-        now = clock.now()
         try:
-            command = engine.next_command(now)
-        except Exception as e:  # an engine bug or an injected fault
-            engine.crash(e, now)
-            continue
-        if isinstance(command, cmd.Finished):
-            return LoopbackResult(report=command.report, source=vm, destination=restored,
-                                  incoming=incoming)
-        if isinstance(command, cmd.Wait):
-            clock.sleep_until(command.until)
-            continue
-        if isinstance(command, cmd.SendBatch):
-            sent.append(command)
-            continue
-        try:
-            if intercept is not None:
-                intercept(command)
-            if isinstance(command, cmd.AwaitAck):
-                batch = sent.popleft()
-                if link_bytes_per_s:
-                    elapse(batch.wire_bytes / link_bytes_per_s)
-                assert incoming is not None
-                incoming.apply(batch.batch)
-                engine.batch_acked(batch.seq, clock.now())
+            command = engine.next_command(clock.now())
+            if isinstance(command, cmd.Finished):
+                return LoopbackResult(report=command.report, source=vm, destination=shell.restored,
+                                      incoming=shell.incoming)
+            if isinstance(command, cmd.Wait):
+                clock.sleep_until(command.until)
                 continue
-            elapse(command_latency_s)
-            result: object = None
-            if isinstance(command, cmd.PrepareDestination):
-                incoming = IncomingMigration(vm=command.vm, epoch=command.epoch,
-                                             pages=command.pages, source=command.source)
-            elif isinstance(command, cmd.PauseSource):
-                result = vm.pause(clock.now())
-            elif isinstance(command, cmd.VerifyDestination):
-                assert incoming is not None
-                result = incoming.finish(command.device_state, full=command.full)
-            elif isinstance(command, cmd.CommitOwnership):
-                ledger.submit(CommitMigration(vm=vm.name, epoch=command.epoch))
-            elif isinstance(command, cmd.QueryOwnership):
-                rec = ledger.record(vm.name)
-                assert rec is not None
-                result = (rec.owner, rec.epoch)
-            elif isinstance(command, cmd.ActivateDestination):
-                assert incoming is not None
-                restored = incoming.activate()
-                restored.resume(clock.now())
-            elif isinstance(command, cmd.ReleaseSource):
-                vm.stop()
-            elif isinstance(command, cmd.AbortOwnership):
-                ledger.submit(AbortMigration(vm=vm.name, epoch=command.epoch, reason=command.reason))
-            elif isinstance(command, cmd.DiscardDestination):
-                if incoming is not None:
-                    incoming.discard()
-            elif isinstance(command, cmd.ResumeSource):
-                vm.resume(clock.now())
+            if isinstance(command, cmd.SendBatch):
+                sent.append(command)
+                continue
+            try:
+                if intercept is not None:
+                    intercept(command)
+                if isinstance(command, cmd.AwaitAck):
+                    batch = sent.popleft()
+                    if link_bytes_per_s:
+                        elapse(batch.wire_bytes / link_bytes_per_s)
+                    assert shell.incoming is not None
+                    shell.incoming.apply(batch.batch)
+                    result: object = batch.seq
+                else:
+                    elapse(command_latency_s)
+                    result = shell.carry_out(command)
+            except Exception as e:  # a failed peer, ledger or guest
+                sent.clear()
+                engine.command_failed(f"{type(e).__name__}: {e}", clock.now())
+                continue
+            if isinstance(command, cmd.AwaitAck):
+                engine.batch_acked(batch.seq, clock.now())
             else:
-                raise AssertionError(f"unhandled command {command}")
-        except Exception as e:
+                engine.command_done(clock.now(), result)
+        except Exception as e:  # the engine itself raised: the same path as in the Ray shell
             sent.clear()
-            engine.command_failed(f"{type(e).__name__}: {e}", clock.now())
-            continue
-        engine.command_done(clock.now(), result)
+            engine.crash(e, clock.now())
     raise AssertionError(f"migration of {vm.name} did not finish in {STEPS_MAX} steps")
