@@ -16,7 +16,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from actors.controller import FabricController
-from actors.names import CONTROLLER, NAMESPACE
+from actors.names import CONTROLLER, NAMESPACE, node_actor
 from fabric.errors import FabricError, MigrationFailed
 from fabric.fleet import default_fleet
 from fabric.memory import spec_to_dict
@@ -125,7 +125,6 @@ class FabricHandle:
 
     def node(self, name: str) -> Any:
         """The actor handle of fabric node `name` (for operations and checks)."""
-        from actors.names import node_actor
         self.topology().node(name)
         return ray.get_actor(node_actor(name), namespace=NAMESPACE)
 

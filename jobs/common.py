@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -48,7 +47,6 @@ def quiet_ray_logs(json_mode: bool) -> dict[str, Any]:
     if not json_mode:
         return {}
     logging.getLogger("ray").setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     return {"log_to_driver": False, "logging_level": logging.ERROR}
 
 
