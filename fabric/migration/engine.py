@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from fabric.memory.layout import PAGE_SIZE
 from fabric.memory.pagestore import PageStore
@@ -28,6 +29,52 @@ from fabric.migration import commands as cmd
 from fabric.migration.config import FaultPlan, MigrationConfig
 from fabric.migration.report import MB, MigrationReport, RoundStats
 from fabric.wire import BatchHeader, encode_raw, wire_bytes
+
+# Passes of the stop-and-copy round: the first sends the last dirty pages; more
+# are only needed when the destination could not resolve a page sent by
+# reference. A peer that keeps missing pages after this many passes is broken.
+FINAL_PASSES_MAX = 4
+
+
+class EncodedPages(Protocol):
+    """What an encoder hands back for one batch."""
+
+    batch: pa.RecordBatch
+    raw_bytes: int
+    wire_bytes: int
+
+
+class BatchEncoder(Protocol):
+    """Turns a batch of pages into a wire batch; may keep state across batches."""
+
+    def encode(self, header: BatchHeader, idx: np.ndarray, contents: np.ndarray, hashes: np.ndarray, *,
+               link_bytes_per_s: float | None) -> EncodedPages:
+        """Encode one batch of pages."""
+        ...
+
+    def forget(self, idx: np.ndarray) -> None:
+        """The destination lacks these pages: never refer to them as already sent."""
+        ...
+
+
+@dataclass(frozen=True)
+class _RawEncoded:
+    batch: pa.RecordBatch
+    raw_bytes: int
+    wire_bytes: int
+
+
+class RawBatchEncoder:
+    """Every page as its raw 4 KiB: no state, no compression."""
+
+    def encode(self, header: BatchHeader, idx: np.ndarray, contents: np.ndarray, hashes: np.ndarray, *,
+               link_bytes_per_s: float | None) -> _RawEncoded:
+        """One raw batch."""
+        batch = encode_raw(header, idx, contents, hashes)
+        return _RawEncoded(batch=batch, raw_bytes=int(idx.size) * PAGE_SIZE, wire_bytes=wire_bytes(batch))
+
+    def forget(self, idx: np.ndarray) -> None:
+        """Nothing to forget: raw pages never refer to earlier ones."""
 
 
 class InjectedEngineError(RuntimeError):
@@ -76,7 +123,7 @@ class MigrationEngine:
     def __init__(self, *, vm: str, source: str, destination: str, epoch: int,
                  memory: PageStore, config: MigrationConfig, requested_at: float,
                  faults: FaultPlan | None = None, workload: str = "",
-                 link: str | None = None) -> None:
+                 link: str | None = None, encoder: BatchEncoder | None = None) -> None:
         self.config = config.validate()
         self.faults = (faults or FaultPlan()).validate()
         self.memory = memory
@@ -101,6 +148,10 @@ class MigrationEngine:
         self._abort_steps: list[Any] = []
         self._precopy_rounds = 0
         self._resolving_reason = ""
+        self.encoder: BatchEncoder = encoder or RawBatchEncoder()
+        self._resend: set[int] = set()  # pages the destination reported missing
+        self._final_passes = 0
+        self._link_bytes_per_s: float | None = None
 
     # -- inputs ---------------------------------------------------------------
 
@@ -137,17 +188,28 @@ class MigrationEngine:
             return self._block(cmd.ReleaseSource())
         raise AssertionError(f"no command in phase {self.phase}")
 
-    def batch_acked(self, seq: int, now: float) -> None:
-        """The destination applied batch `seq`."""
+    def batch_acked(self, seq: int, now: float, missing: np.ndarray | None = None) -> None:
+        """The destination applied batch `seq`, except the `missing` pages it could not resolve."""
         sent = self._inflight.pop(seq)
         rnd = self._round
         assert rnd is not None and rnd.index == sent.round
-        rnd.acked_pages += sent.pages
-        rnd.raw_bytes += sent.raw_bytes
+        lost = 0 if missing is None else int(missing.size)
+        if lost:
+            assert lost <= sent.pages
+            self.encoder.forget(missing)
+            self._resend.update(int(p) for p in missing)
+        applied = sent.pages - lost
+        raw = applied * PAGE_SIZE
+        rnd.acked_pages += applied
+        rnd.raw_bytes += raw
         rnd.wire_bytes += sent.wire_bytes
-        self.report.pages_transferred += sent.pages
-        self.report.raw_bytes += sent.raw_bytes
+        self.report.pages_transferred += applied
+        self.report.raw_bytes += raw
         self.report.wire_bytes += sent.wire_bytes
+
+    def observe_link(self, bytes_per_s: float | None) -> None:
+        """The transport's current estimate of the link rate (None: unknown or unbounded)."""
+        self._link_bytes_per_s = bytes_per_s
 
     def command_done(self, now: float, result: Any = None) -> None:
         """The outstanding blocking command succeeded, with `result` where it has one."""
@@ -268,12 +330,22 @@ class MigrationEngine:
             pages = self.memory.nonzero_pages()
             self.report.zero_pages_skipped = self.memory.pages - int(pages.size)
         else:
-            pages = self.memory.take_dirty()
+            pages = self._with_resends(self.memory.take_dirty())
         self._round = _Round(index=index, pages=pages, started=now)
+
+    def _with_resends(self, pages: np.ndarray) -> np.ndarray:
+        """`pages` plus those the destination reported missing, once each, in order."""
+        if not self._resend:
+            return pages
+        extra = np.fromiter(self._resend, dtype=np.uint32, count=len(self._resend))
+        self._resend.clear()
+        return np.union1d(pages, extra).astype(np.uint32)
 
     def _start_final_round(self, now: float) -> None:
         index = self._round.index + 1 if self._round else 0
-        self._round = _Round(index=index, pages=self.memory.take_dirty(), started=now, final=True)
+        self._final_passes += 1
+        self._round = _Round(index=index, pages=self._with_resends(self.memory.take_dirty()),
+                             started=now, final=True)
 
     def _next_transfer_command(self, now: float) -> cmd.Command:
         rnd = self._round
@@ -298,10 +370,11 @@ class MigrationEngine:
         rnd.cursor += idx.size
         contents, hashes = self.memory.snapshot_for_send(idx)
         header = BatchHeader(vm=self.report.vm, epoch=self.epoch, round=rnd.index, seq=self._seq)
-        batch = encode_raw(header, idx, contents, hashes)
-        size = wire_bytes(batch)
-        send = cmd.SendBatch(seq=self._seq, round=rnd.index, batch=batch, pages=int(idx.size),
-                             raw_bytes=int(idx.size) * PAGE_SIZE, wire_bytes=size)
+        encoded = self.encoder.encode(header, idx, contents, hashes,
+                                      link_bytes_per_s=self._link_bytes_per_s)
+        size = encoded.wire_bytes
+        send = cmd.SendBatch(seq=self._seq, round=rnd.index, batch=encoded.batch, pages=int(idx.size),
+                             raw_bytes=encoded.raw_bytes, wire_bytes=size)
         self._inflight[self._seq] = _InFlight(round=rnd.index, pages=send.pages,
                                               raw_bytes=send.raw_bytes, wire_bytes=size)
         self._seq += 1
@@ -325,12 +398,19 @@ class MigrationEngine:
         self.report.round_stats.append(stats)
         if rnd.final:
             assert self.memory.dirty_count() == 0, "the guest wrote memory while paused"
+            if self._resend:
+                if self._final_passes >= FINAL_PASSES_MAX:
+                    self._begin_abort(f"destination still missing {len(self._resend)} pages after "
+                                      f"{FINAL_PASSES_MAX} stop-and-copy passes", now)
+                    return
+                self._start_final_round(now)
+                return
             self._mark_downtime("stop_and_copy", now)
             self.phase = Phase.VERIFYING
             return
         self._precopy_rounds += 1
         self.report.rounds = self._precopy_rounds
-        dirty = self.memory.dirty_count()
+        dirty = self.memory.dirty_count() + len(self._resend)
         bandwidth = self._bandwidth_bps()
         expected_ms = dirty * PAGE_SIZE / bandwidth * 1000 if bandwidth > 0 else float("inf")
         stats.dirty_pages = dirty
