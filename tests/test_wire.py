@@ -11,7 +11,22 @@ from hypothesis import strategies as st
 from fabric.errors import CorruptPageError, MalformedBatchError, VmStateError
 from fabric.memory import PAGE_SIZE, page_hashes
 from fabric.migration import IncomingMigration
-from fabric.wire import BATCH_PAGES_MAX, SCHEMA, BatchHeader, decode, encode_raw
+from fabric.wire import (
+    BATCH_PAGES_MAX,
+    CONTENT_KEY_BYTES,
+    DICTIONARY_BYTES_MAX,
+    FRAME_PAGES_MAX,
+    META_DICT,
+    META_DICT_ID,
+    SCHEMA,
+    BatchHeader,
+    Encoding,
+    build_batch,
+    check_batch,
+    decode,
+    encode_raw,
+    wire_bytes,
+)
 
 PAGES = 64
 
@@ -157,3 +172,140 @@ def test_any_bit_flip_in_a_payload_is_caught(seed: int, flips: int) -> None:
         pa.binary(), 3, [None, b.column("payload").buffers()[1], pa.py_buffer(payload)]))
     with pytest.raises(CorruptPageError):
         decode(corrupt, page_count=PAGES)
+
+
+# -- the codec's encodings: structure only (content is fabric.codec's job) ----------------------
+
+ROW_SIZES = {Encoding.RAW: PAGE_SIZE, Encoding.ZERO: 0, Encoding.REF: CONTENT_KEY_BYTES, Encoding.DELTA: 9,
+             Encoding.ZSTD: 100, Encoding.ZSTD_CONT: 0}
+
+
+def rows_batch(rows: list[tuple[int, int]], *, meta: dict[bytes, bytes] | None = None,
+               h: BatchHeader | None = None) -> pa.RecordBatch:
+    """A batch of (encoding, payload size) rows with filler payloads, pages 0..n-1."""
+    n = len(rows)
+    sizes = np.array([size for _, size in rows], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    encodings = np.array([e for e, _ in rows], np.uint8)
+    batch = build_batch(h or header(), np.arange(n, dtype=np.uint32), encodings, offsets,
+                        np.full(int(offsets[-1]), 7, np.uint8), np.zeros(n, np.uint64))
+    if meta:
+        batch = batch.replace_schema_metadata({**batch.schema.metadata, **meta})
+    return batch
+
+
+def structurally_valid(rows: list[tuple[int, int]]) -> bool:
+    """A plain reference model of the framing rules, written independently of check_batch."""
+    frame_rows, frame_size = 0, 0
+    frames: list[tuple[int, int]] = []
+    for enc, size in rows:
+        if enc == Encoding.ZSTD_CONT:
+            if frame_rows == 0 or size != 0:
+                return False
+            frame_rows += 1
+            continue
+        if frame_rows:
+            frames.append((frame_rows, frame_size))
+            frame_rows = 0
+        if enc == Encoding.ZSTD:
+            frame_rows, frame_size = 1, size
+        elif enc == Encoding.DELTA:
+            if not 2 <= size <= PAGE_SIZE - 1:
+                return False
+        elif size != ROW_SIZES[Encoding(enc)]:
+            return False
+    if frame_rows:
+        frames.append((frame_rows, frame_size))
+    return all(rows_ <= FRAME_PAGES_MAX and 1 <= size < rows_ * PAGE_SIZE for rows_, size in frames)
+
+
+@pytest.mark.parametrize(("rows", "reason"), [
+    ([(Encoding.ZSTD_CONT, 0)], "does not follow"),
+    ([(Encoding.RAW, PAGE_SIZE), (Encoding.ZSTD_CONT, 0)], "does not follow"),
+    ([(Encoding.ZSTD, 100), (Encoding.ZERO, 0), (Encoding.ZSTD_CONT, 0)], "does not follow"),
+    ([(Encoding.ZSTD, 100)] + [(Encoding.ZSTD_CONT, 0)] * FRAME_PAGES_MAX, "at most 256"),
+    ([(Encoding.ZSTD, PAGE_SIZE)], "expected 1..4095"),
+    ([(Encoding.ZSTD, 0), (Encoding.ZSTD_CONT, 0)], "expected 1..8191"),
+    ([(Encoding.ZSTD, 100), (Encoding.ZSTD_CONT, 5)], "ZSTD_CONT payload of row 1 is 5 bytes"),
+    ([(Encoding.REF, 15)], "REF payload of row 0 is 15 bytes, expected 16"),
+    ([(Encoding.ZERO, 1)], "ZERO payload"),
+    ([(Encoding.DELTA, 1)], "DELTA payload of row 0 is 1 bytes"),
+    ([(Encoding.DELTA, PAGE_SIZE)], "expected 2..4095"),
+    ([(Encoding.RAW, 4000)], "4000 bytes, expected the page size"),
+])
+def test_codec_rows_that_break_the_framing_are_rejected(rows, reason) -> None:
+    with pytest.raises(MalformedBatchError, match=reason):
+        check_batch(rows_batch(rows), page_count=PAGES + FRAME_PAGES_MAX)
+
+
+def test_frames_at_the_size_bound_are_accepted() -> None:
+    conts = [(Encoding.ZSTD_CONT, 0)] * (FRAME_PAGES_MAX - 1)
+    rows = [(Encoding.ZSTD, FRAME_PAGES_MAX * PAGE_SIZE - 1), *conts, (Encoding.ZSTD, 1)]
+    wb = check_batch(rows_batch(rows), page_count=PAGES + FRAME_PAGES_MAX)
+    assert wb.frame_starts.tolist() == [0, FRAME_PAGES_MAX]
+    assert wb.frame_rows.tolist() == [FRAME_PAGES_MAX, 1]
+
+
+@pytest.mark.parametrize(("meta", "reason"), [
+    ({META_DICT: b"d" * 100}, "without naming its id"),
+    ({META_DICT_ID: b"seven"}, "bad dictionary id"),
+    ({META_DICT_ID: b"0"}, "outside 1.."),
+    ({META_DICT_ID: str(2**32).encode()}, "outside 1.."),
+    ({META_DICT_ID: b"3", META_DICT: b"d" * (DICTIONARY_BYTES_MAX + 1)}, "shipped dictionary is"),
+])
+def test_bad_dictionary_metadata_is_rejected(meta, reason) -> None:
+    with pytest.raises(MalformedBatchError, match=reason):
+        check_batch(rows_batch([(Encoding.ZSTD, 100)], meta=meta), page_count=PAGES)
+
+
+def test_a_dictionary_id_needs_a_frame() -> None:
+    with pytest.raises(MalformedBatchError, match="holds no zstd frame"):
+        check_batch(rows_batch([(Encoding.RAW, PAGE_SIZE)], meta={META_DICT_ID: b"1"}), page_count=PAGES)
+
+
+def test_dictionary_bytes_survive_arrow_ipc() -> None:
+    dictionary = bytes(range(256)) * 40
+    batch = rows_batch([(Encoding.ZSTD, 100), (Encoding.ZSTD_CONT, 0)],
+                       meta={META_DICT_ID: b"1", META_DICT: dictionary})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    wb = check_batch(pa.ipc.open_stream(sink.getvalue()).read_next_batch(), page_count=PAGES)
+    assert wb.dict_id == 1 and wb.dictionary == dictionary
+    assert wire_bytes(batch) > len(dictionary)  # the metadata counts on the wire
+
+
+def test_raw_decode_refuses_codec_rows_with_a_typed_error() -> None:
+    inc = IncomingMigration(vm="vm", epoch=2, pages=PAGES, source="a")
+    before = inc.memory.full_digest()
+    with pytest.raises(MalformedBatchError, match="only RAW rows decode without the codec"):
+        inc.apply(rows_batch([(Encoding.RAW, PAGE_SIZE), (Encoding.ZERO, 0)]))
+    assert inc.memory.full_digest() == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(list(Encoding)),
+                               st.sampled_from([0, 1, 2, 9, 15, 16, 100, PAGE_SIZE - 1, PAGE_SIZE,
+                                                PAGE_SIZE + 1])), min_size=1, max_size=40))
+def test_framing_accepts_exactly_the_valid_row_sequences(rows) -> None:
+    """check_batch agrees with an independent model of the rules on any sequence of rows."""
+    batch = rows_batch(rows)
+    if structurally_valid(rows):
+        wb = check_batch(batch, page_count=PAGES)
+        assert int(wb.frame_rows.sum()) == sum(1 for e, _ in rows if e in (Encoding.ZSTD, Encoding.ZSTD_CONT))
+    else:
+        with pytest.raises(MalformedBatchError):
+            check_batch(batch, page_count=PAGES)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([Encoding.RAW, Encoding.ZERO, Encoding.REF]),
+                               st.just(0)), min_size=1, max_size=30), cut=st.integers(0, 30))
+def test_a_batch_sliced_by_arrow_keeps_its_payloads(rows, cut) -> None:
+    """Arrow slices share buffers with an offset; the payload views must honour it."""
+    rows = [(e, ROW_SIZES[e]) for e, _ in rows]
+    batch = rows_batch(rows)
+    part = batch.slice(min(cut, len(rows) - 1))
+    wb = check_batch(part, page_count=PAGES)
+    for r in range(wb.rows):
+        assert wb.payload(r).size == rows[r + min(cut, len(rows) - 1)][1]

@@ -1,8 +1,14 @@
-"""The Arrow schema of a page batch, how to build one, and how to check one from a peer.
+"""The Arrow schema of a page batch, its header and encodings, and how to build one.
 
 A batch is an Arrow RecordBatch, a row per page. Its schema metadata carries
-the header (VM, epoch, round, sequence number). Ray moves it through the
-object store: the receiver reads the payload buffers in place, zero-copy.
+the header (VM, epoch, round, sequence number) and, when a zstd frame of the
+batch uses a trained dictionary, that dictionary's id (and, the first time,
+its bytes). Ray moves it through the object store: the receiver reads the
+payload buffers in place, zero-copy.
+
+Each row's `encoding` says what its payload holds (see `Encoding`); the
+structural rules every batch obeys are checked by `fabric.wire.structure`,
+the content of the codec's encodings is decoded by `fabric.codec`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,35 @@ from enum import IntEnum
 import numpy as np
 import pyarrow as pa
 
-from fabric.errors import CorruptPageError, MalformedBatchError
-from fabric.memory.hashing import page_hashes
+from fabric.errors import MalformedBatchError
 from fabric.memory.layout import PAGE_SIZE
 
-WIRE_VERSION = "1"
+# 2: the codec's encodings (ZERO..ZSTD_CONT) and the dictionary metadata.
+WIRE_VERSION = "2"
 # 16 MiB of raw pages: both ends hold at most a window of these at a time.
 BATCH_PAGES_MAX = 4096
+# A zstd frame spans 1..256 pages (at most 1 MiB): big enough for zstd to find
+# matches across pages, small enough to bound what one payload can claim.
+FRAME_PAGES_MAX = 256
+CONTENT_KEY_BYTES = 16  # xxh3-128 of a page's content: the payload of a REF row
+# A DELTA payload of a page's size or more never pays; the encoder sends the page otherwise.
+DELTA_PAYLOAD_BYTES_MAX = PAGE_SIZE - 1
+# Trained dictionaries are ~64 KiB (zstd's default is 110 KiB); this bounds what a peer may ship.
+DICTIONARY_BYTES_MAX = 128 << 10
+
+META_DICT_ID = b"novacron.codec.dict_id"  # decimal id of the dictionary this batch's frames use
+META_DICT = b"novacron.codec.dict"  # that dictionary's bytes, in the first batch that uses it
 
 
 class Encoding(IntEnum):
     """How a row's payload encodes its page."""
 
     RAW = 0  # the page's 4096 bytes
+    ZERO = 1  # empty: the page is all zero
+    REF = 2  # the 16-byte content key of a page the destination already holds
+    DELTA = 3  # XBZRLE-style runs: where the page differs from the destination's current copy
+    ZSTD = 4  # a zstd frame holding this page and those of the ZSTD_CONT rows right after it
+    ZSTD_CONT = 5  # empty: the next 4096 bytes of the current frame
 
 
 SCHEMA = pa.schema([
@@ -68,21 +90,6 @@ class BatchHeader:
             raise MalformedBatchError(f"bad batch header metadata: {e}") from e
 
 
-@dataclass(frozen=True)
-class DecodedBatch:
-    """A checked batch: page numbers, their contents (a read-only view) and hashes."""
-
-    header: BatchHeader
-    idx: np.ndarray
-    pages: np.ndarray
-    hashes: np.ndarray
-
-    @property
-    def raw_bytes(self) -> int:
-        """Guest bytes this batch carries."""
-        return self.idx.size * PAGE_SIZE
-
-
 def encode_raw(header: BatchHeader, idx: np.ndarray, pages: np.ndarray,
                hashes: np.ndarray) -> pa.RecordBatch:
     """A batch of raw pages; the payload wraps `pages` without copying."""
@@ -102,64 +109,42 @@ def encode_raw(header: BatchHeader, idx: np.ndarray, pages: np.ndarray,
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA.with_metadata(header.to_metadata()))
 
 
+def build_batch(header: BatchHeader, idx: np.ndarray, encoding: np.ndarray, payload_offsets: np.ndarray,
+                payload_data: np.ndarray, checksums: np.ndarray, *, dict_id: int | None = None,
+                dictionary: bytes | None = None) -> pa.RecordBatch:
+    """A batch from its columns; payload k is payload_data[payload_offsets[k]:payload_offsets[k + 1]]."""
+    n = idx.size
+    assert 1 <= n <= BATCH_PAGES_MAX, n
+    assert encoding.shape == (n,) and encoding.dtype == np.uint8
+    assert payload_offsets.shape == (n + 1,) and payload_offsets[0] == 0
+    assert payload_data.dtype == np.uint8 and payload_data.ndim == 1
+    assert int(payload_offsets[-1]) == payload_data.size < 2**31
+    assert checksums.shape == (n,) and checksums.dtype == np.uint64
+    assert dictionary is None or dict_id is not None
+    offsets = pa.py_buffer(payload_offsets.astype(np.int32))
+    payload = pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(payload_data)])
+    columns = [
+        _numeric(idx.astype(np.uint32, copy=False), pa.uint32()),
+        _numeric(encoding, pa.uint8()),
+        payload,
+        _numeric(np.full(n, header.round, dtype=np.uint32), pa.uint32()),
+        _numeric(checksums, pa.uint64()),
+    ]
+    meta = header.to_metadata()
+    if dict_id is not None:
+        meta[META_DICT_ID] = str(dict_id).encode()
+    if dictionary is not None:
+        meta[META_DICT] = dictionary
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA.with_metadata(meta))
+
+
+def _numeric(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A numeric Arrow array over a numpy array's buffer (no copy, and no pandas import)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(type_, values.size, [None, pa.py_buffer(values)])
+
+
 def wire_bytes(batch: pa.RecordBatch) -> int:
-    """Size of the batch as an Arrow IPC message: what crosses the network."""
-    return pa.ipc.get_record_batch_size(batch)
-
-
-def decode(batch: object, *, page_count: int) -> DecodedBatch:
-    """Check a batch from a peer and view its pages; raise MalformedBatchError or CorruptPageError.
-
-    Every check runs before the caller writes anything, so a bad batch changes no memory.
-    """
-    if not isinstance(batch, pa.RecordBatch):
-        raise MalformedBatchError(f"expected an Arrow RecordBatch, got {type(batch).__name__}")
-    header = BatchHeader.from_metadata(batch.schema.metadata)
-    if batch.schema.names != SCHEMA.names:
-        raise MalformedBatchError(f"columns {batch.schema.names}, expected {SCHEMA.names}")
-    for got, want in zip(batch.schema, SCHEMA, strict=True):
-        if got.type != want.type:
-            raise MalformedBatchError(f"column {want.name!r} has type {got.type}, expected {want.type}")
-    n = batch.num_rows
-    if not 1 <= n <= BATCH_PAGES_MAX:
-        raise MalformedBatchError(f"batch of {n} pages, expected 1..{BATCH_PAGES_MAX}")
-    try:
-        batch.validate(full=True)
-    except pa.ArrowInvalid as e:
-        raise MalformedBatchError(f"batch is not valid Arrow: {e}") from e
-    for name in SCHEMA.names:
-        if batch.column(name).null_count:
-            raise MalformedBatchError(f"column {name!r} has nulls")
-    encoding = batch.column("encoding").to_numpy()
-    unknown = set(np.unique(encoding).tolist()) - {int(e) for e in Encoding}
-    if unknown:
-        raise MalformedBatchError(f"unknown page encodings {sorted(unknown)}")
-    rounds = batch.column("round").to_numpy()
-    if np.any(rounds != header.round):
-        raise MalformedBatchError(f"round column disagrees with header round {header.round}")
-    idx = batch.column("page").to_numpy()
-    if int(idx.max()) >= page_count:
-        raise MalformedBatchError(f"page number {int(idx.max())} out of range 0..{page_count - 1}")
-    if np.unique(idx).size != n:
-        raise MalformedBatchError("duplicated page numbers in one batch")
-    pages = _raw_payload(batch.column("payload"), n)
-    hashes = batch.column("checksum").to_numpy()
-    actual = page_hashes(pages)
-    bad = np.flatnonzero(actual != hashes)
-    if bad.size:
-        raise CorruptPageError(f"{bad.size} page(s) fail their checksum, first page {int(idx[bad[0]])}")
-    return DecodedBatch(header=header, idx=idx, pages=pages, hashes=hashes)
-
-
-def _raw_payload(payload: pa.Array, n: int) -> np.ndarray:
-    """View a binary column of n PAGE_SIZE payloads as an (n, PAGE_SIZE) array, zero-copy."""
-    _, offsets_buf, data_buf = payload.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[payload.offset:payload.offset + n + 1]
-    if np.any(np.diff(offsets) != PAGE_SIZE):
-        bad = int(np.flatnonzero(np.diff(offsets) != PAGE_SIZE)[0])
-        raise MalformedBatchError(
-            f"raw payload of row {bad} is {int(offsets[bad + 1] - offsets[bad])} bytes, "
-            f"expected the page size {PAGE_SIZE}")
-    start = int(offsets[0])
-    data = np.frombuffer(data_buf, dtype=np.uint8)[start:start + n * PAGE_SIZE]
-    return data.reshape(n, PAGE_SIZE)
+    """Size of the batch as an Arrow IPC message plus its schema metadata: what crosses the network."""
+    meta = batch.schema.metadata or {}
+    return pa.ipc.get_record_batch_size(batch) + sum(len(k) + len(v) for k, v in meta.items())
