@@ -79,11 +79,18 @@ class FabricController:
                         **self._actor_options(node_actor(spec.name), spec)).remote(
                             asdict(spec), self.topology.to_dict())
                 await asyncio.gather(*(n.ready.remote() for n in self._nodes.values()))
+                await self._share_public_keys()
                 self._booted = True
                 if vms and not await self._ledger.records.remote():
                     for v in vms:
                         await self.create_vm(v["name"], v["workload"], v.get("where"))
         return await self.status()
+
+    async def _share_public_keys(self) -> None:
+        """Every node learns every node's identity key: what migration handshakes authenticate."""
+        infos = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
+        keys = {i["name"]: i["public_key"] for i in infos}
+        await asyncio.gather(*(n.set_peer_keys.remote(keys) for n in self._nodes.values()))
 
     def _node(self, name: str) -> Any:
         self.topology.node(name)  # UnknownNodeError for a name not in the topology

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +18,19 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from actors.incoming import IncomingApplier
 from actors.metrics import MigrationMetrics
 from actors.names import LEDGER, NAMESPACE, node_actor
+from actors.outgoing import OutgoingMigration, Peer
 from fabric.clock import WallClock
 from fabric.errors import (
     CapacityError,
-    FabricError,
+    ConfigError,
     FencedError,
+    MalformedBatchError,
     UnknownVmError,
     VmStateError,
 )
-from fabric.ledger import AbortMigration, CommitMigration, command_to_dict
 from fabric.memory import PAGE_SIZE, RunState, Vm, make_workload, spec_from_dict
 from fabric.migration import (
     FaultPlan,
@@ -37,13 +38,16 @@ from fabric.migration import (
     MigrationConfig,
     MigrationEngine,
 )
-from fabric.migration import commands as cmd
+from fabric.migration.encoders import make_encoder
+from fabric.secure import NodeIdentity, migration_context
 from fabric.topology import NodeSpec, Topology
+from fabric.transport import Ack, Chunk, LinkSpec, TransportConfig, default_link
 
 log = logging.getLogger("novacron.node")
 
 VCPU_TICK_S = 0.005  # how often running guests get their writes; 5 ms keeps bursts small
-ENGINE_CRASHES_MAX = 3  # engine exceptions tolerated per migration before a hard abort
+PROBE_BYTES_MAX = 1 << 20  # a setup probe chunk; anything larger is not a probe
+RESULTS_WAIT_S_MAX = 5.0  # a long poll for batch results holds a call at most this long
 MIB = 1 << 20
 
 
@@ -75,10 +79,14 @@ class NodeActor:
         self.topology = Topology.from_dict(topology)
         self._vms: dict[str, _Hosted] = {}
         self._incoming: dict[str, IncomingMigration] = {}
-        self._outgoing: dict[str, MigrationEngine] = {}
+        self._appliers: dict[str, IncomingApplier] = {}
+        self._outgoing: dict[str, OutgoingMigration] = {}
         self._reserved_mib: dict[str, float] = {}  # VMs being booted
         self._clock = WallClock()
         self._ledger_handle: Any = None
+        # This node's identity lives and dies with the actor: keys never leave it.
+        self._identity = NodeIdentity.generate()
+        self._peer_keys: dict[str, bytes] = {}
         self._metrics = MigrationMetrics(dc=self.spec.dc, node=self.spec.name)
         self._stopping = threading.Event()
         self._vcpu = threading.Thread(target=self._vcpu_loop, name="vcpu", daemon=True)
@@ -151,7 +159,8 @@ class NodeActor:
                     for h in self._vms.values()],
             "incoming": [{"vm": i.vm, "epoch": i.epoch, "state": i.state.value,
                           "pages_received": i.pages_received} for i in self._incoming.values()],
-            "outgoing": [e.progress(now) for e in self._outgoing.values()],
+            "outgoing": [o.engine.progress(now) for o in self._outgoing.values()],
+            "public_key": self._identity.public_bytes.hex(),
             "ray_node_id": ray.get_runtime_context().get_node_id(),
         }
 
@@ -171,8 +180,8 @@ class NodeActor:
 
     def migration_progress(self, vm: str) -> dict[str, Any] | None:
         """Progress of the outgoing migration of `vm`, or None."""
-        engine = self._outgoing.get(vm)
-        return engine.progress(self._clock.now()) if engine else None
+        outgoing = self._outgoing.get(vm)
+        return outgoing.engine.progress(self._clock.now()) if outgoing else None
 
     # -- VM lifecycle ---------------------------------------------------------------
 
@@ -225,8 +234,13 @@ class NodeActor:
             raise VmStateError(f"node {self.name} has no incoming migration of {vm} at epoch {epoch}")
         return inc
 
-    async def prepare_incoming(self, vm: str, epoch: int, pages: int, source: str) -> None:
-        """Allocate an empty memory for an incoming VM, if the ledger has that migration open."""
+    async def prepare_incoming(self, vm: str, epoch: int, pages: int, source: str,
+                               hello: bytes) -> tuple[bytes, np.ndarray]:
+        """Open an incoming migration the ledger has begun; answer the handshake.
+
+        Returns the handshake reply and the content keys of the other VMs' pages
+        on this node, which the source may send by reference.
+        """
         rec = await self._ledger().read.remote(vm)
         mig = (rec or {}).get("migration") or {}
         if mig.get("destination") != self.name or mig.get("epoch") != epoch or mig.get("source") != source:
@@ -239,14 +253,50 @@ class NodeActor:
             raise VmStateError(f"incoming {vm} at epoch {old.epoch} is not older than {epoch}")
         self._incoming.pop(vm, None)  # a stale copy from an aborted attempt
         self._reserve(pages * PAGE_SIZE / MIB, f"incoming VM {vm}")
-        self._incoming[vm] = IncomingMigration(vm=vm, epoch=epoch, pages=pages, source=source)
+        inc = IncomingMigration(vm=vm, epoch=epoch, pages=pages, source=source,
+                                holdings=[h.vm.memory for h in self._vms.values()])
+        self._incoming[vm] = inc
+        context = migration_context(vm=vm, epoch=epoch, source=source, destination=self.name)
+        reply = inc.respond(self._identity, self._peer_key(source), context, hello)
+        return reply, inc.decoder.holdings_keys()
 
-    def apply_batch(self, vm: str, epoch: int, batch: Any) -> int:
-        """Check and write one batch; returns its sequence number. A bad batch writes nothing."""
-        return self._incoming_for(vm, epoch).apply(batch)["seq"]
+    def confirm_incoming(self, vm: str, epoch: int, finished: bytes, transport: dict[str, Any]) -> None:
+        """The source's last handshake message; the channel opens and batches may flow."""
+        inc = self._incoming_for(vm, epoch)
+        inc.confirm(finished, TransportConfig.from_dict(transport))
+        self._appliers[vm] = IncomingApplier(inc)
 
-    def finish_incoming(self, vm: str, epoch: int, device_state: dict[str, Any], full: bool) -> str:
-        """Take the device state; return the received memory's digest."""
+    def _applier(self, vm: str, epoch: int) -> IncomingApplier:
+        self._incoming_for(vm, epoch)
+        applier = self._appliers.get(vm)
+        if applier is None:
+            raise VmStateError(f"incoming migration of {vm} has no open channel")
+        return applier
+
+    def receive_chunks(self, vm: str, epoch: int, chunks: list[Chunk]) -> tuple[Ack, list[dict[str, Any]]]:
+        """Chunks in; out the ack and results of batches applied since (bad input writes nothing)."""
+        if not isinstance(chunks, list) or not all(isinstance(c, Chunk) for c in chunks):
+            raise MalformedBatchError("receive_chunks takes a list of transport chunks")
+        applier = self._applier(vm, epoch)
+        ack, messages = applier.incoming.receive(chunks, self._clock.now())
+        applier.put(messages)
+        return ack, applier.drain()
+
+    async def await_results(self, vm: str, epoch: int, timeout_s: float) -> list[dict[str, Any]]:
+        """Results of applied batches, waiting up to `timeout_s` (bounded) for one."""
+        return await self._applier(vm, epoch).wait_results(min(max(timeout_s, 0.0), RESULTS_WAIT_S_MAX))
+
+    def probe(self, vm: str, epoch: int, payload: np.ndarray) -> int:
+        """The setup probe's chunks land here; only the size matters."""
+        self._incoming_for(vm, epoch)
+        size = int(getattr(payload, "nbytes", -1))
+        if not 0 < size <= PROBE_BYTES_MAX:
+            raise MalformedBatchError(f"a probe carries 1..{PROBE_BYTES_MAX} bytes, not {size}")
+        return size
+
+    async def finish_incoming(self, vm: str, epoch: int, device_state: dict[str, Any], full: bool) -> str:
+        """Take the device state once every batch is applied; return the received memory's digest."""
+        await self._applier(vm, epoch).wait_idle()
         return self._incoming_for(vm, epoch).finish(device_state, full=full)
 
     async def activate_incoming(self, vm: str, epoch: int) -> None:
@@ -255,6 +305,9 @@ class NodeActor:
         await self._check_owner(vm, epoch)
         restored = inc.activate()
         del self._incoming[vm]
+        applier = self._appliers.pop(vm, None)
+        if applier is not None:
+            applier.close()
         self._vms[vm] = _Hosted(vm=restored, epoch=epoch)
         restored.resume(self._clock.now())
 
@@ -264,15 +317,29 @@ class NodeActor:
         if inc is not None and inc.epoch == epoch:
             inc.discard()
             del self._incoming[vm]
+            applier = self._appliers.pop(vm, None)
+            if applier is not None:
+                applier.close()
 
     # -- outgoing migrations ------------------------------------------------------------
 
-    def _link(self, dst: NodeSpec) -> str:
-        where = f"{self.spec.dc} -> {dst.dc}"
+    def set_peer_keys(self, keys: dict[str, str]) -> None:
+        """The public keys of every node (hex), as the controller collected them at boot."""
+        self._peer_keys = {name: bytes.fromhex(k) for name, k in keys.items()}
+
+    def _peer_key(self, node: str) -> bytes:
+        key = self._peer_keys.get(node)
+        if key is None:
+            raise FencedError(f"node {self.name} has no public key for {node}: it cannot authenticate it")
+        return key
+
+    def _link_spec(self, dst: NodeSpec, cfg: MigrationConfig) -> LinkSpec | None:
+        """The emulated WAN link to `dst`, or None where the network between them is real."""
+        if cfg.link is not None:
+            return LinkSpec.from_dict(dict(cfg.link))
         if self.topology.emulated:
-            return (f"{where}: emulated data centers on shared hardware; pages move through "
-                    f"Ray's object store, no WAN link is emulated")
-        return f"{where}: the Ray cluster's real network"
+            return default_link(self.spec.dc, dst.dc)
+        return None
 
     async def migrate_out(self, vm: str, destination: str, epoch: int,
                           config: dict[str, Any] | None = None, faults: dict[str, Any] | None = None,
@@ -285,129 +352,34 @@ class NodeActor:
             raise VmStateError(f"VM {vm} is {hosted.vm.state.value}; only running VMs migrate")
         cfg = MigrationConfig.from_dict(config)
         dst_spec = self.topology.node(destination)
-        dst = ray.get_actor(node_actor(destination), namespace=NAMESPACE)
+        if dst_spec.name == self.name:
+            raise ConfigError(f"{vm} is already on {self.name}")
+        link_spec = self._link_spec(dst_spec, cfg)
+        where = f"{self.spec.dc} -> {dst_spec.dc}"
+        link = (f"{where}: emulated WAN link, {link_spec.describe()}" if link_spec is not None
+                else f"{where}: the Ray cluster's real network (rate limit only)")
         engine = MigrationEngine(
             vm=vm, source=self.name, destination=destination, epoch=epoch,
             memory=hosted.vm.memory, config=cfg, requested_at=self._clock.now() - pre_elapsed_s,
-            faults=FaultPlan.from_dict(faults), workload=hosted.vm.workload.describe(),
-            link=self._link(dst_spec))
-        self._outgoing[vm] = engine
+            faults=FaultPlan.from_dict(faults), workload=hosted.vm.workload.describe(), link=link,
+            # The profile until the setup probe measures the link's mode.
+            encoder=make_encoder(cfg, hosted.vm.memory.pages, "datacenter"))
+        outgoing = OutgoingMigration(
+            node=self.name, identity=self._identity, engine=engine, vm=hosted.vm, epoch=epoch,
+            source_epoch=hosted.epoch,
+            peer=Peer(name=destination, actor=ray.get_actor(node_actor(destination), namespace=NAMESPACE),
+                      public_key=self._peer_key(destination)),
+            ledger=self._ledger(), clock=self._clock, config=cfg, link_spec=link_spec,
+            check_owner=self._check_owner, release=lambda: self._vms.pop(vm, None),
+            describe_error=describe_error)
+        self._outgoing[vm] = outgoing
         self._metrics.migration_started(dst_spec.dc)
         try:
-            report = await self._drive(engine, hosted, dst, cfg)
+            report = await outgoing.run()
         finally:
             del self._outgoing[vm]
         self._metrics.migration_finished(report, dst_spec.dc)
         return report
-
-    async def _drive(self, engine: MigrationEngine, hosted: _Hosted, dst: Any,
-                     cfg: MigrationConfig) -> dict[str, Any]:
-        """Carry out the engine's commands until it finishes."""
-        inflight: deque[tuple[int, Any]] = deque()
-        crashes = 0
-        while True:
-            try:
-                command = engine.next_command(self._clock.now())
-                if isinstance(command, cmd.Finished):
-                    return command.report.to_dict()
-                if isinstance(command, cmd.Wait):
-                    # Pacing: take the acks that arrive meanwhile, so progress stays current.
-                    timeout = max(0.0, command.until - self._clock.now())
-                    if not inflight:
-                        await asyncio.sleep(timeout)
-                        continue
-                    done, _ = await asyncio.wait({inflight[0][1]}, timeout=timeout)
-                    if not done:
-                        continue
-                    command = cmd.AwaitAck()
-                if isinstance(command, cmd.SendBatch):
-                    ref = dst.apply_batch.remote(engine.report.vm, engine.epoch, command.batch)
-                    inflight.append((command.seq, asyncio.ensure_future(ref)))
-                    continue
-                try:
-                    result = await asyncio.wait_for(
-                        self._execute(command, engine, hosted, dst, inflight), cfg.peer_timeout_s)
-                except Exception as e:  # the peer, the ledger or this node's I/O failed
-                    inflight.clear()
-                    engine.command_failed(describe_error(e), self._clock.now())
-                    continue
-                if isinstance(command, cmd.AwaitAck):
-                    engine.batch_acked(result, self._clock.now())
-                else:
-                    engine.command_done(self._clock.now(), result)
-            except Exception as e:  # the engine itself raised
-                crashes += 1
-                log.exception("migration engine error (%d)", crashes)
-                if crashes > ENGINE_CRASHES_MAX:
-                    return await self._hard_abort(engine, hosted, dst, e)
-                inflight.clear()
-                engine.crash(e, self._clock.now())
-
-    async def _execute(self, command: Any, engine: MigrationEngine, hosted: _Hosted, dst: Any,
-                       inflight: deque[tuple[int, Any]]) -> Any:
-        vm, epoch = engine.report.vm, engine.epoch
-        if isinstance(command, cmd.AwaitAck):
-            seq, ref = inflight.popleft()
-            acked = await ref
-            assert acked == seq, (acked, seq)
-            return seq
-        if isinstance(command, cmd.PrepareDestination):
-            return await dst.prepare_incoming.remote(vm, epoch, command.pages, self.name)
-        if isinstance(command, cmd.PauseSource):
-            return hosted.vm.pause(self._clock.now())
-        if isinstance(command, cmd.VerifyDestination):
-            return await dst.finish_incoming.remote(vm, epoch, command.device_state, command.full)
-        if isinstance(command, cmd.CommitOwnership):
-            return await self._ledger().submit.remote(
-                command_to_dict(CommitMigration(vm=vm, epoch=command.epoch)))
-        if isinstance(command, cmd.QueryOwnership):
-            rec = await self._ledger().read.remote(vm)
-            if rec is None:
-                raise UnknownVmError(f"ledger has no record of {vm}")
-            return rec["owner"], rec["epoch"]
-        if isinstance(command, cmd.ActivateDestination):
-            return await dst.activate_incoming.remote(vm, command.epoch)
-        if isinstance(command, cmd.ReleaseSource):
-            hosted.vm.stop()
-            self._vms.pop(vm, None)
-            return None
-        if isinstance(command, cmd.AbortOwnership):
-            return await self._ledger().submit.remote(command_to_dict(
-                AbortMigration(vm=vm, epoch=command.epoch, reason=command.reason[:500])))
-        if isinstance(command, cmd.DiscardDestination):
-            return await dst.discard_incoming.remote(vm, command.epoch)
-        if isinstance(command, cmd.ResumeSource):
-            await self._check_owner(vm, hosted.epoch)
-            hosted.vm.resume(self._clock.now())
-            return None
-        raise AssertionError(f"unhandled command {command}")
-
-    async def _hard_abort(self, engine: MigrationEngine, hosted: _Hosted, dst: Any,
-                          error: BaseException) -> dict[str, Any]:
-        """The engine keeps failing: abort without it, step by step, best effort."""
-        report = engine.report
-        report.status = "aborted"
-        report.abort_reason = f"engine failed repeatedly: {error!r}"
-        report.vm_location = self.name
-        steps = [
-            self._ledger().submit.remote(command_to_dict(
-                AbortMigration(vm=report.vm, epoch=engine.epoch, reason="engine failure"))),
-            dst.discard_incoming.remote(report.vm, engine.epoch),
-        ]
-        for ref in steps:
-            try:
-                await ref
-            except Exception as e:
-                report.abort_reason += f"; {describe_error(e)}"
-        if hosted.vm.state is RunState.PAUSED:
-            try:
-                await self._check_owner(report.vm, hosted.epoch)
-                hosted.vm.resume(self._clock.now())
-            except (FabricError, RayActorError, RayTaskError) as e:
-                report.status = "failed"
-                report.vm_location = ""
-                report.abort_reason += f"; source could not resume: {describe_error(e)}"
-        return report.to_dict()
 
     def shutdown(self) -> None:
         """Stop the vCPU thread (the actor is going away)."""

@@ -22,6 +22,8 @@ from fabric.migration import (
 from fabric.migration import commands as cmd
 
 LINK = 125e6  # 1 Gbit/s, in bytes per second
+# Tests of convergence logic send raw pages, so the link, not the codec, sets the pace.
+RAW = {"codec": "raw"}
 
 
 def running_vm(spec, clock: ManualClock, warmup_s: float = 0.3) -> Vm:
@@ -59,7 +61,7 @@ def migrate(vm, ledger, clock, **kw):
 def test_memory_arrives_byte_identical_while_the_workload_writes() -> None:
     spec = SyntheticSpec(memory_mib=64, dirty_rate_mbps=60, hot_set_mib=16, seed=1)
     clock, ledger, vm = setup(spec)
-    res = migrate(vm, ledger, clock, config=MigrationConfig(downtime_ms_limit=30))
+    res = migrate(vm, ledger, clock, config=MigrationConfig(downtime_ms_limit=30, **RAW))
     r = res.report
     assert r.status == "completed", r.abort_reason
     assert r.rounds >= 2, "a 60 MB/s writer over 125 MB/s under 30 ms needs several rounds"
@@ -89,7 +91,7 @@ def test_real_capture_replaying_during_migration_arrives_intact(kv_slice: Path) 
 
 def test_report_has_query_migrate_fields_and_is_json() -> None:
     clock, ledger, vm = setup(SyntheticSpec(memory_mib=16, dirty_rate_mbps=10, seed=2))
-    r = migrate(vm, ledger, clock).report
+    r = migrate(vm, ledger, clock, config=MigrationConfig(**RAW)).report
     d = json.loads(r.to_json())
     for field in ("total_time_ms", "setup_time_ms", "downtime_ms", "expected_downtime_ms", "rounds",
                   "pages_transferred", "raw_bytes", "wire_bytes", "zero_pages_skipped",
@@ -100,6 +102,48 @@ def test_report_has_query_migrate_fields_and_is_json() -> None:
     assert r.downtime_ms == pytest.approx(sum(r.downtime_breakdown_ms.values()))
     assert r.total_time_ms >= r.setup_time_ms + r.downtime_ms
     assert 0 < r.throughput_mbps <= LINK / 1e6 * 1.01
+
+
+def test_the_codec_cuts_wire_bytes_and_still_delivers_every_byte(kv_slice: Path) -> None:
+    spec = ReplaySpec(path=str(kv_slice), time_scale=8.0)
+    runs = {}
+    for codec in ("raw", "adaptive"):
+        clock, ledger, vm = setup(spec, warmup_s=0.1)
+        res = migrate(vm, ledger, clock, link_bytes_per_s=10e6,
+                      config=MigrationConfig(codec=codec, downtime_ms_limit=30))
+        assert res.report.status == "completed", res.report.abort_reason
+        assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
+        runs[codec] = res.report
+    assert runs["adaptive"].wire_bytes < 0.6 * runs["raw"].wire_bytes  # real kv pages compress well
+    used = runs["adaptive"].codec["encodings"]
+    assert used["zstd"]["pages"] + used["delta"]["pages"] > 0
+    assert runs["raw"].codec == {"encoder": "raw", "pages": runs["raw"].pages_transferred,
+                                 "raw_bytes": runs["raw"].raw_bytes, "wire_bytes": runs["raw"].wire_bytes}
+
+
+def test_pages_the_destination_cannot_resolve_are_resent_and_arrive() -> None:
+    """A sender told the destination holds content it does not: those REFs come back missing."""
+    spec = SyntheticSpec(memory_mib=8, dirty_rate_mbps=5, seed=13)
+    clock, ledger, vm = setup(spec)
+    from fabric.codec import content_keys
+    claimed = content_keys(vm.memory.read(vm.memory.nonzero_pages()[:200]))
+
+    def advertise_false_holdings(c) -> None:
+        if isinstance(c, cmd.PrepareDestination):
+            engine_encoder["e"].add_destination_holdings(claimed)
+    engine_encoder: dict = {}
+    original = MigrationEngine.__init__
+
+    def capture(self, *a, **k):
+        original(self, *a, **k)
+        engine_encoder["e"] = self.encoder
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MigrationEngine, "__init__", capture)
+        res = migrate(vm, ledger, clock, intercept=advertise_false_holdings)
+    assert res.report.status == "completed", res.report.abort_reason
+    assert res.report.pages_resent > 0  # the false references did come back missing
+    assert np.array_equal(res.destination.memory.view(), res.source.memory.view())
+    assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
 
 
 def test_round_zero_skips_zero_pages() -> None:
@@ -133,7 +177,7 @@ def test_a_writer_faster_than_the_link_hits_the_limit_and_switches_over_like_xen
     spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=4)
     clock, ledger, vm = setup(spec)
     res = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
-                  config=MigrationConfig(rounds_max=5, downtime_ms_limit=50))
+                  config=MigrationConfig(rounds_max=5, downtime_ms_limit=50, **RAW))
     r = res.report
     assert r.status == "completed"
     assert r.switchover_reason in ("rounds_max", "bytes_max")
@@ -146,7 +190,7 @@ def test_with_on_limit_abort_it_gives_up_and_the_vm_keeps_running_at_the_source(
     spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=4)
     clock, ledger, vm = setup(spec)
     res = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
-                  config=MigrationConfig(rounds_max=4, downtime_ms_limit=50, on_limit="abort"))
+                  config=MigrationConfig(rounds_max=4, downtime_ms_limit=50, on_limit="abort", **RAW))
     r = res.report
     assert r.status == "aborted" and "did not converge" in r.abort_reason
     assert r.vm_location == "src" and vm.state is RunState.RUNNING
@@ -159,7 +203,7 @@ def test_bytes_max_stops_precopy() -> None:
     spec = SyntheticSpec(memory_mib=16, dirty_rate_mbps=200, hot_set_mib=16, seed=5)
     clock, ledger, vm = setup(spec)
     r = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
-                config=MigrationConfig(bytes_max_factor=1.5, downtime_ms_limit=10)).report
+                config=MigrationConfig(bytes_max_factor=1.5, downtime_ms_limit=10, **RAW)).report
     assert r.switchover_reason == "bytes_max"
     precopy_bytes = sum(s.raw_bytes for s in r.round_stats if not s.final)
     assert precopy_bytes >= 1.5 * r.memory_bytes
@@ -188,7 +232,7 @@ def test_an_exception_inside_the_engine_aborts_and_the_source_keeps_running() ->
     spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=60, hot_set_mib=16, seed=7)
     clock, ledger, vm = setup(spec)
     res = migrate(vm, ledger, clock, faults=FaultPlan(engine_error_at_round=1),
-                  config=MigrationConfig(downtime_ms_limit=30))
+                  config=MigrationConfig(downtime_ms_limit=30, **RAW))
     r = res.report
     assert r.status == "aborted" and "injected engine error at round 1" in r.abort_reason
     assert vm.state is RunState.RUNNING and r.vm_location == "src"

@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import ray
 
@@ -30,7 +29,6 @@ from fabric import (
     UnknownVmError,
 )
 from fabric.memory import PageStore, make_workload, spec_from_dict
-from fabric.wire import BatchHeader, encode_raw
 
 pytestmark = pytest.mark.ray
 
@@ -149,27 +147,38 @@ def test_an_engine_exception_aborts_and_leaves_the_vm_running_at_the_source(fab)
     assert fab.migrate("fault-1", "us-west").status == "completed"
 
 
-def test_malformed_batches_from_a_peer_are_rejected_typed_and_change_nothing(fab) -> None:
+@pytest.mark.parametrize(("fault", "error"), [({"tamper_batch_seq": 1}, "TamperedFrameError"),
+                                              ({"replay_batch_seq": 0}, "ReplayedFrameError")])
+def test_a_tampered_or_replayed_frame_aborts_and_the_vm_stays_at_the_source(fab, fault, error) -> None:
+    raw = {"kind": "synthetic", "memory_mib": 96, "dirty_rate_mbps": 10, "hot_set_mib": 16,
+           "seed": 14 + len(fault)}
+    name = f"frames-{next(iter(fault))}"
+    fab.create_vm(name, spec_from_dict(raw), where="us-east")
+    src = vm_row(fab, name)["node"]
+    r = fab.migrate(name, "eu-west", faults=fault, config=MigrationConfig(codec="raw"))
+    assert r.status == "aborted" and error in r.abort_reason, r.abort_reason
+    row = vm_row(fab, name)
+    assert row["node"] == src and row["state"] == "running" and row["migrating_to"] is None
+    memory, guest_time, _ = frozen_memory(fab, name)
+    assert np.array_equal(memory, expected_memory(raw, guest_time))
+    assert fab.migrate(name, "eu-west").status == "completed"  # and a clean retry goes through
+
+
+def test_junk_sent_to_a_node_is_refused_typed(fab) -> None:
     fab.create_vm("target-1", SyntheticSpec(memory_mib=64, dirty_rate_mbps=5, seed=14), where="us-east")
-    m = fab.migrate("target-1", "eu-west-2", wait=False,  # ~5 s: time to interfere
-                    config=MigrationConfig(max_bandwidth_mbps=8, verify="full"))
+    m = fab.migrate("target-1", "eu-west-2", wait=False, config=MigrationConfig(max_bandwidth_mbps=8))
     prog = wait_for(lambda: (m.progress().get("progress") or {}).get("pages_transferred") and
                     m.progress(), "the migration to start")
-    epoch = prog["epoch"]
     dst = fab.node("eu-west-2")
-    idx = np.array([3, 3], dtype=np.uint32)  # duplicated pages
-    pages = np.full((2, 4096), 0xAB, dtype=np.uint8)
-    from fabric.memory import page_hashes
-    bad = encode_raw(BatchHeader(vm="target-1", epoch=epoch, round=0, seq=1), idx, pages,
-                     page_hashes(pages))
-    with pytest.raises(MalformedBatchError, match="duplicated"):
-        ray.get(dst.apply_batch.remote("target-1", epoch, bad))
-    with pytest.raises(MalformedBatchError, match="RecordBatch"):
-        ray.get(dst.apply_batch.remote("target-1", epoch, b"\x00" * 4096))
-    wrong = pa.RecordBatch.from_arrays([pa.array([1], pa.int64())], names=["page"])
-    with pytest.raises(MalformedBatchError):
-        ray.get(dst.apply_batch.remote("target-1", epoch, wrong))
-    # the destination's memory was not touched: the migration still verifies every page
+    with pytest.raises(MalformedBatchError, match="list of transport chunks"):
+        ray.get(dst.receive_chunks.remote("target-1", prog["epoch"], b"\x00" * 4096))
+    with pytest.raises(MalformedBatchError, match="list of transport chunks"):
+        ray.get(dst.receive_chunks.remote("target-1", prog["epoch"], [{"data": b"x"}]))
+    with pytest.raises(fabric.VmStateError):  # no such incoming migration
+        ray.get(dst.receive_chunks.remote("target-1", prog["epoch"] + 7, []))
+    with pytest.raises(MalformedBatchError, match="probe"):
+        ray.get(dst.probe.remote("target-1", prog["epoch"], np.zeros(8 << 20, np.uint8)))
+    # none of it touched the migration in flight
     r = m.result(timeout=DEADLINE_S)
     assert r.status == "completed", r.abort_reason
     assert r.source_digest == r.destination_digest
@@ -179,7 +188,7 @@ def test_fencing_a_node_only_takes_or_runs_what_the_ledger_gives_it(fab) -> None
     fab.create_vm("fenced-1", SyntheticSpec(memory_mib=64, seed=15), where="us-west-1")
     other = fab.node("us-west-2")
     with pytest.raises(FencedError):  # no migration is open to it
-        ray.get(other.prepare_incoming.remote("fenced-1", 99, 4096, "us-west-1"))
+        ray.get(other.prepare_incoming.remote("fenced-1", 99, 4096, "us-west-1", b""))
     m = fab.migrate("fenced-1", "us-west-2", wait=False, config=MigrationConfig(max_bandwidth_mbps=8))
     epoch = wait_for(lambda: (m.progress().get("progress") or {}).get("pages_transferred")
                      and m.progress()["epoch"], "the migration to start")

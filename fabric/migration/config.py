@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from fabric.errors import ConfigError
+from fabric.transport import LinkSpec
 from fabric.wire import BATCH_PAGES_MAX
 
-# Batches a sender may have in flight; the receiver's reorder window is the same.
+# Batches a sender may have in flight (the transport delivers them in order).
 INFLIGHT_BATCHES_MAX = 64
 
 
@@ -30,7 +31,10 @@ class MigrationConfig:
     # --batch-pages 1024 --window 8 on the 2-core dev machine: kv 581 vs 452 MB/s,
     # 1 GiB idle 422 vs 420 MB/s (equal within noise, never worse).
     batch_pages_max: int = 4096
-    inflight_batches_max: int = 4
+    # In flight, counted until the destination has applied them: enough to cover a
+    # WAN's bandwidth-delay product with compressed batches (2 Gbit/s x 81 ms is
+    # 20 MB, about five batches at kv's ratio of 4).
+    inflight_batches_max: int = 8
     # QEMU's max-bandwidth; None means as fast as the path allows.
     max_bandwidth_mbps: float | None = None
     # A migration that has not finished by then aborts.
@@ -41,6 +45,12 @@ class MigrationConfig:
     # "incremental": the destination digest comes from page hashes verified on
     # arrival; "full": the destination also rehashes every page before commit.
     verify: Literal["incremental", "full"] = "incremental"
+    # "adaptive": the HDE codec (zero pages, references, deltas, zstd; chosen per
+    # batch from the measured link rate); "raw": every page as 4 KiB, for comparison.
+    codec: Literal["adaptive", "raw"] = "adaptive"
+    # An emulated WAN link for this migration (LinkSpec fields: bandwidth_bps,
+    # rtt_s, jitter_s, loss), instead of the topology's; for benchmarks and tests.
+    link: dict[str, float] | None = None
 
     def validate(self) -> MigrationConfig:
         """Return self, or raise ConfigError naming the bad value and its allowed range."""
@@ -66,6 +76,10 @@ class MigrationConfig:
             raise bad("peer_timeout_s", "use 0.1..3600 s")
         if self.verify not in ("incremental", "full"):
             raise bad("verify", "use 'incremental' or 'full'")
+        if self.codec not in ("adaptive", "raw"):
+            raise bad("codec", "use 'adaptive' or 'raw'")
+        if self.link is not None:
+            LinkSpec.from_dict(dict(self.link)).validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +106,10 @@ class FaultPlan:
     # Add this much wall time before each batch is sent (slows a migration down
     # so a test can act in the middle of it).
     delay_per_batch_s: float = 0.0
+    # Flip one bit of the sealed message of this batch on its way out (a tampered frame).
+    tamper_batch_seq: int | None = None
+    # Send the sealed message of this batch a second time (a replayed frame).
+    replay_batch_seq: int | None = None
 
     def validate(self) -> FaultPlan:
         """Return self, or raise ConfigError."""
@@ -99,6 +117,10 @@ class FaultPlan:
             raise ConfigError("engine_error_at_round must be >= 0")
         if not 0 <= self.delay_per_batch_s <= 10:
             raise ConfigError("delay_per_batch_s must be in 0..10 s")
+        for name in ("tamper_batch_seq", "replay_batch_seq"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:

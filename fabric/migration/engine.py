@@ -17,64 +17,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from fabric.memory.layout import PAGE_SIZE
 from fabric.memory.pagestore import PageStore
 from fabric.memory.vm import DeviceState
 from fabric.migration import commands as cmd
 from fabric.migration.config import FaultPlan, MigrationConfig
+from fabric.migration.encoders import BatchEncoder, RawBatchEncoder
 from fabric.migration.report import MB, MigrationReport, RoundStats
-from fabric.wire import BatchHeader, encode_raw, wire_bytes
+from fabric.transport import BandwidthPredictor
+from fabric.wire import BatchHeader
 
 # Passes of the stop-and-copy round: the first sends the last dirty pages; more
 # are only needed when the destination could not resolve a page sent by
 # reference. A peer that keeps missing pages after this many passes is broken.
 FINAL_PASSES_MAX = 4
-
-
-class EncodedPages(Protocol):
-    """What an encoder hands back for one batch."""
-
-    batch: pa.RecordBatch
-    raw_bytes: int
-    wire_bytes: int
-
-
-class BatchEncoder(Protocol):
-    """Turns a batch of pages into a wire batch; may keep state across batches."""
-
-    def encode(self, header: BatchHeader, idx: np.ndarray, contents: np.ndarray, hashes: np.ndarray, *,
-               link_bytes_per_s: float | None) -> EncodedPages:
-        """Encode one batch of pages."""
-        ...
-
-    def forget(self, idx: np.ndarray) -> None:
-        """The destination lacks these pages: never refer to them as already sent."""
-        ...
-
-
-@dataclass(frozen=True)
-class _RawEncoded:
-    batch: pa.RecordBatch
-    raw_bytes: int
-    wire_bytes: int
-
-
-class RawBatchEncoder:
-    """Every page as its raw 4 KiB: no state, no compression."""
-
-    def encode(self, header: BatchHeader, idx: np.ndarray, contents: np.ndarray, hashes: np.ndarray, *,
-               link_bytes_per_s: float | None) -> _RawEncoded:
-        """One raw batch."""
-        batch = encode_raw(header, idx, contents, hashes)
-        return _RawEncoded(batch=batch, raw_bytes=int(idx.size) * PAGE_SIZE, wire_bytes=wire_bytes(batch))
-
-    def forget(self, idx: np.ndarray) -> None:
-        """Nothing to forget: raw pages never refer to earlier ones."""
 
 
 class InjectedEngineError(RuntimeError):
@@ -152,6 +112,8 @@ class MigrationEngine:
         self._resend: set[int] = set()  # pages the destination reported missing
         self._final_passes = 0
         self._link_bytes_per_s: float | None = None
+        self._rtt_s = 0.0
+        self.predictor = BandwidthPredictor()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -198,6 +160,7 @@ class MigrationEngine:
             assert lost <= sent.pages
             self.encoder.forget(missing)
             self._resend.update(int(p) for p in missing)
+            self.report.pages_resent += lost
         applied = sent.pages - lost
         raw = applied * PAGE_SIZE
         rnd.acked_pages += applied
@@ -207,9 +170,13 @@ class MigrationEngine:
         self.report.raw_bytes += raw
         self.report.wire_bytes += sent.wire_bytes
 
-    def observe_link(self, bytes_per_s: float | None) -> None:
-        """The transport's current estimate of the link rate (None: unknown or unbounded)."""
+    def observe_link(self, bytes_per_s: float | None, rtt_s: float | None = None) -> None:
+        """The transport's current estimates of the link (None: unknown or unbounded)."""
         self._link_bytes_per_s = bytes_per_s
+        if rtt_s is not None:
+            self._rtt_s = rtt_s
+        if bytes_per_s:
+            self.predictor.seed(bytes_per_s)  # only takes effect before the first round ends
 
     def command_done(self, now: float, result: Any = None) -> None:
         """The outstanding blocking command succeeded, with `result` where it has one."""
@@ -411,8 +378,14 @@ class MigrationEngine:
         self._precopy_rounds += 1
         self.report.rounds = self._precopy_rounds
         dirty = self.memory.dirty_count() + len(self._resend)
-        bandwidth = self._bandwidth_bps()
-        expected_ms = dirty * PAGE_SIZE / bandwidth * 1000 if bandwidth > 0 else float("inf")
+        if rnd.wire_bytes > 0:
+            self.predictor.observe(rnd.wire_bytes, duration, self._rtt_s)
+        # The last round's bytes on the wire at this round's compression ratio, over
+        # the bandwidth PBA predicts for a round of that size (it counts the RTT).
+        ratio = rnd.wire_bytes / rnd.raw_bytes if rnd.raw_bytes else 1.0
+        final_bytes = dirty * PAGE_SIZE * ratio
+        bandwidth = self.predictor.predict(int(final_bytes) or None, self._rtt_s) or self._bandwidth_bps()
+        expected_ms = final_bytes / bandwidth * 1000 if bandwidth > 0 else float("inf")
         stats.dirty_pages = dirty
         stats.dirty_rate_mbps = dirty * PAGE_SIZE / duration / MB
         stats.expected_downtime_ms = expected_ms
@@ -481,6 +454,8 @@ class MigrationEngine:
 
     def _finish(self, status: str, now: float, reason: str | None = None) -> None:
         self.report.status = status
+        self.report.bandwidth_prediction = self.predictor.summary()
+        self.report.codec = self.encoder.stats()
         if reason:
             self.report.abort_reason = reason
         self.report.total_time_ms = (now - self._t0) * 1000

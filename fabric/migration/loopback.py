@@ -11,14 +11,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from fabric.clock import Clock, ManualClock
 from fabric.ledger import AbortMigration, BeginMigration, CommitMigration, SingleWriterLedger
 from fabric.memory.vm import Vm
 from fabric.migration import commands as cmd
 from fabric.migration.config import FaultPlan, MigrationConfig
+from fabric.migration.encoders import make_encoder
 from fabric.migration.engine import MigrationEngine
 from fabric.migration.receiver import IncomingMigration
 from fabric.migration.report import MigrationReport
+from fabric.transport import classify
 
 STEPS_MAX = 10_000_000  # a migration that needs more engine steps than this is a bug
 
@@ -91,9 +95,14 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
     config = config or MigrationConfig()
     begun = ledger.submit(BeginMigration(vm=vm.name, source=source, destination=destination))
     assert begun is not None and begun.migration is not None
+    # The mode a link of this rate would measure as (no RTT in this model).
+    mode = classify(0.0, link_bytes_per_s * 8) if link_bytes_per_s else "datacenter"
     engine = MigrationEngine(vm=vm.name, source=source, destination=destination,
                              epoch=begun.migration.epoch, memory=vm.memory, config=config,
-                             requested_at=clock.now(), faults=faults, workload=vm.workload.describe())
+                             requested_at=clock.now(), faults=faults, workload=vm.workload.describe(),
+                             encoder=make_encoder(config, vm.memory.pages, str(mode)))
+    engine.report.mode = str(mode)
+    engine.observe_link(link_bytes_per_s)
     shell = _LoopbackShell(vm, ledger, clock)
     sent: deque[cmd.SendBatch] = deque()
 
@@ -123,8 +132,7 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
                     if link_bytes_per_s:
                         elapse(batch.wire_bytes / link_bytes_per_s)
                     assert shell.incoming is not None
-                    shell.incoming.apply(batch.batch)
-                    result: object = batch.seq
+                    result: object = shell.incoming.apply(batch.batch)
                 else:
                     elapse(command_latency_s)
                     result = shell.carry_out(command)
@@ -133,7 +141,8 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
                 engine.command_failed(f"{type(e).__name__}: {e}", clock.now())
                 continue
             if isinstance(command, cmd.AwaitAck):
-                engine.batch_acked(batch.seq, clock.now())
+                assert isinstance(result, dict)
+                engine.batch_acked(batch.seq, clock.now(), np.asarray(result["missing"], dtype=np.uint32))
             else:
                 engine.command_done(clock.now(), result)
         except Exception as e:  # the engine itself raised: the same path as in the Ray shell

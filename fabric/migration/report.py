@@ -54,6 +54,7 @@ class MigrationReport:
     raw_bytes: int = 0
     wire_bytes: int = 0
     zero_pages_skipped: int = 0
+    pages_resent: int = 0  # sent by reference, unresolved at the destination, sent again in full
     remaining_bytes: int = 0
     # rates (QEMU: dirty-pages-rate, mbps)
     dirty_pages_rate: float = 0.0  # pages/s over the last round
@@ -63,7 +64,16 @@ class MigrationReport:
     source_digest: str = ""
     destination_digest: str = ""
     verify: str = ""
-    link: str = "Ray object store between actors; no emulated WAN link (not modelled yet)"
+    link: str = ""
+    link_emulated: bool = False
+    link_bytes: int = 0  # every byte put on the link: framing, encryption, retransmissions
+    link_bandwidth_mbps: float | None = None  # the emulated link's rate; None on a real network
+    link_utilisation: float | None = None  # bytes on the link / (rate x transfer time), emulated links
+    effective_rate: float | None = None  # guest bytes per second over the link rate
+    mode: str = ""  # datacenter | hybrid | internet, as measured by PBA
+    bandwidth_prediction: dict[str, Any] = field(default_factory=dict)  # PBA's per-round errors
+    codec: dict[str, Any] = field(default_factory=dict)  # per encoding: pages, bytes, seconds
+    transport: dict[str, Any] = field(default_factory=dict)  # chunks, retransmissions, RTT, window
     workload: str = ""
     round_stats: list[RoundStats] = field(default_factory=list)
 
