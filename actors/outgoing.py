@@ -19,12 +19,12 @@ import numpy as np
 
 from actors.transfer import OutgoingTransfer
 from fabric.clock import Clock
-from fabric.codec import PROFILES
 from fabric.errors import UnknownVmError
 from fabric.ledger import AbortMigration, CommitMigration, command_to_dict
 from fabric.memory import RunState, Vm
 from fabric.migration import MigrationConfig, MigrationEngine
 from fabric.migration import commands as cmd
+from fabric.migration.encoders import profile_for
 from fabric.migration.framing import seal_batch
 from fabric.migration.report import MB
 from fabric.secure import HandshakeInitiator, NodeIdentity, SecureChannel, migration_context
@@ -250,7 +250,7 @@ class OutgoingMigration:
         if mode is not None and mode != self._mode:
             self._mode = mode
             self.engine.report.mode = mode
-            self.engine.encoder.set_profile(PROFILES[mode])
+            self.engine.encoder.set_profile(profile_for(mode, self._config))
 
     async def _drop_transfer(self) -> None:
         if self.transfer is not None:

@@ -258,6 +258,26 @@ def run(captures: list[Path], *, batch_pages: int = BATCH_PAGES_MAX, verify: boo
     }
 
 
+def tables(out: dict[str, Any]) -> str:
+    """The benchmark's result as text: a table per capture and the yardstick verdicts."""
+    from jobs.render import table
+
+    lines: list[str] = []
+    for res in out["results"]:
+        lines.append(f"\n{res['capture']}: {res['batches']} batches of up to {out['batch_pages']} pages, "
+                     f"{res['methods'][0]['raw_bytes'] / MB:.1f} MB raw")
+        rows = [[r["method"], r["ratio"], r["encode_mbps_per_core"], r["decode_mbps_per_core"],
+                 r["effective_mbps_at_1gbit"], r["wire_bytes"] / MB,
+                 " ".join(f"{k}={v}" for k, v in sorted(r["pages_by_encoding"].items()) if v)]
+                for r in res["methods"]]
+        lines.append(table(rows, ["method", "ratio", "enc MB/s/core", "dec MB/s/core", "eff MB/s @1Gbit",
+                                  "wire MB", "pages by encoding"]))
+        for y in res["yardstick"]:
+            lines.append(f"  yardstick {y['method']}: {y['speed_vs_zstd1']:.2f}x zstd-1 speed, "
+                         f"{y['ratio_vs_zstd1']:.2f}x its ratio -> {'MET' if y['met'] else 'NOT MET'}")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(prog="bench_codec", description=__doc__.split("\n\n")[0])
@@ -276,7 +296,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
-    from jobs.render import table
 
     args = parser().parse_args(argv)
     captures = [Path(g) for g in args.guest] if args.guest else default_guest_captures()
@@ -294,18 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         emit_json(out)
         return EXIT_OK
-    for res in out["results"]:
-        print(f"\n{res['capture']}: {res['batches']} batches of up to {out['batch_pages']} pages, "
-              f"{res['methods'][0]['raw_bytes'] / MB:.1f} MB raw")
-        rows = [[r["method"], r["ratio"], r["encode_mbps_per_core"], r["decode_mbps_per_core"],
-                 r["effective_mbps_at_1gbit"], r["wire_bytes"] / MB,
-                 " ".join(f"{k}={v}" for k, v in sorted(r["pages_by_encoding"].items()) if v)]
-                for r in res["methods"]]
-        print(table(rows, ["method", "ratio", "enc MB/s/core", "dec MB/s/core", "eff MB/s @1Gbit",
-                           "wire MB", "pages by encoding"]))
-        for y in res["yardstick"]:
-            print(f"  yardstick {y['method']}: {y['speed_vs_zstd1']:.2f}x zstd-1 speed, "
-                  f"{y['ratio_vs_zstd1']:.2f}x its ratio -> {'MET' if y['met'] else 'NOT MET'}")
+    print(tables(out))
     print(f"\n{out['notes']}; load average {out['machine']['load_average']}")
     if args.out:
         print(f"JSON: {args.out}")

@@ -192,6 +192,21 @@ def run(sizes: Sequence[int] = SIZES_BYTES, repeats: int = REPEATS,
     }
 
 
+def table_text(out: dict[str, Any]) -> str:
+    """The benchmark's result as a table."""
+    from jobs.render import table
+
+    rows = []
+    for r in out["results"]:
+        m = r["median_mbps"]
+        rows.append([f"{r['size_bytes'] >> 10} KiB", m["raw_encrypt"], m["seal"], r["seal_vs_raw_encrypt"],
+                     m["seal_into_numpy"], m["raw_encrypt_into"], m["seal_into"],
+                     r["seal_into_vs_raw_encrypt_into"], m["raw_decrypt"], m["open"],
+                     r["open_vs_raw_decrypt"], m["frame_alloc"]])
+    return table(rows, ["frame", "raw encrypt", "seal", "ratio", "seal_into np.empty", "raw encrypt_into",
+                        "seal_into", "ratio", "raw decrypt", "open", "ratio", "frame alloc"])
+
+
 def parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(prog="bench_secure", description=__doc__.split("\n\n")[0])
@@ -209,7 +224,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     args = parser().parse_args(argv)
-    from jobs.render import table
 
     try:
         out = run(args.sizes, args.repeats, args.sample_mib << 20)
@@ -221,15 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         emit_json(out)
         return EXIT_OK
-    rows = []
-    for r in out["results"]:
-        m = r["median_mbps"]
-        rows.append([f"{r['size_bytes'] >> 10} KiB", m["raw_encrypt"], m["seal"], r["seal_vs_raw_encrypt"],
-                     m["seal_into_numpy"], m["raw_encrypt_into"], m["seal_into"],
-                     r["seal_into_vs_raw_encrypt_into"], m["raw_decrypt"], m["open"],
-                     r["open_vs_raw_decrypt"], m["frame_alloc"]])
-    print(table(rows, ["frame", "raw encrypt", "seal", "ratio", "seal_into np.empty", "raw encrypt_into",
-                       "seal_into", "ratio", "raw decrypt", "open", "ratio", "frame alloc"]))
+    print(table_text(out))
     print(f"\nMB/s, medians of {out['repeats']} samples of {args.sample_mib} MiB each; cryptography "
           f"{out['machine']['cryptography']}, {out['machine']['cpus']} CPUs (shared: numbers are "
           f"preliminary)\ncopies: {out['copies']}")

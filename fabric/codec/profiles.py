@@ -65,10 +65,13 @@ PROFILES: dict[str, CodecProfile] = {
                                dictionary=False, frame_bytes=256 << 10),
     "hybrid": CodecProfile(name="hybrid", zstd_levels=(1, 3), delta=True, dedup=True,
                            dictionary=False, frame_bytes=512 << 10),
-    # Long-haul links: bigger frames, higher levels, a dictionary. Level 1 stays on
-    # offer: "internet" means RTT > 50 ms OR < 1 Gbit/s, so a 2 Gbit/s link across an
-    # ocean is internet, and there the 2-core CPU, not the link, is the bottleneck;
-    # the selector picks by measured effective rate.
+    # Long-haul links: bigger frames, higher levels. Level 1 stays on offer:
+    # "internet" means RTT > 50 ms OR < 1 Gbit/s, so a 2 Gbit/s link across an ocean
+    # is internet, and there the 2-core CPU, not the link, is the bottleneck; the
+    # selector picks by measured effective rate. No dictionary by default: training
+    # one took 0.59 s of CPU on the idle capture's first batch and gave no better
+    # ratio at 1 MiB frames (jobs/bench_codec.py); MigrationConfig.zstd_dictionary
+    # turns it on.
     "internet": CodecProfile(name="internet", zstd_levels=(1, 3, 9), delta=True, dedup=True,
-                             dictionary=True, frame_bytes=1 << 20),
+                             dictionary=False, frame_bytes=1 << 20),
 }

@@ -48,6 +48,8 @@ class MigrationConfig:
     # "adaptive": the HDE codec (zero pages, references, deltas, zstd; chosen per
     # batch from the measured link rate); "raw": every page as 4 KiB, for comparison.
     codec: Literal["adaptive", "raw"] = "adaptive"
+    # Train a zstd dictionary on the VM's own pages and offer it to the selector.
+    zstd_dictionary: bool = False
     # An emulated WAN link for this migration (LinkSpec fields: bandwidth_bps,
     # rtt_s, jitter_s, loss), instead of the topology's; for benchmarks and tests.
     link: dict[str, float] | None = None

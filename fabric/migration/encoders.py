@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -84,8 +84,14 @@ class RawBatchEncoder:
         return {"encoder": "raw", "pages": self._pages, "raw_bytes": self._raw, "wire_bytes": self._wire}
 
 
+def profile_for(mode: str, config: MigrationConfig) -> CodecProfile:
+    """The codec profile of link mode `mode`, with a trained dictionary if the config asks for one."""
+    profile = PROFILES[mode]
+    return replace(profile, dictionary=True) if config.zstd_dictionary else profile
+
+
 def make_encoder(config: MigrationConfig, pages: int, mode: str) -> BatchEncoder:
     """The encoder a migration's config asks for, with the codec profile of link mode `mode`."""
     if config.codec == "raw":
         return RawBatchEncoder()
-    return PageEncoder(pages=pages, profile=PROFILES[mode])
+    return PageEncoder(pages=pages, profile=profile_for(mode, config))
