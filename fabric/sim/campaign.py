@@ -1,0 +1,176 @@
+"""Seeded campaigns: many runs of one protocol with random faults inside its fault model.
+
+Seed s always gives the same run: its faults, its protocol options (some are
+drawn per seed, e.g. Raft with and without pre-vote and check-quorum, so both
+halves of the configuration space are exercised) and every event. `replay`
+re-runs one seed with an event log.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fabric.consensus.registry import get_protocol
+from fabric.errors import ConfigError
+from fabric.sim.faults import FAULT_KINDS, Faults
+from fabric.sim.runner import RunConfig, RunResult, random_faults, run
+
+HEAL_MS = 1_500  # faults happen in [0, heal); long enough for several elections or view changes
+FAILURES_KEPT = 20  # failing runs whose details a campaign keeps (all failing seeds are listed)
+
+
+def fault_kinds_for(protocol: str) -> tuple[str, ...]:
+    """Every fault kind inside the protocol's fault model."""
+    spec = get_protocol(protocol)
+    return tuple(k for k in FAULT_KINDS if (k != "byzantine" or spec.fault_model == "byzantine")
+                 and (k != "membership" or spec.membership))
+
+
+def _option_space(protocol: str, rng: random.Random) -> dict[str, Any]:
+    """Protocol options drawn per seed."""
+    if protocol == "raft":
+        # check-quorum deposes an isolated leader quickly; without it only read-index
+        # keeps its reads linearizable, so both settings must be tested.
+        return {"pre_vote": rng.random() < 0.75, "check_quorum": rng.random() < 0.5}
+    if protocol == "pbft":
+        return {"batch_max": rng.choice((1, 8)), "pipeline_max": rng.choice((1, 2, 4))}
+    return {}
+
+
+# Share of BFT runs signed with real Ed25519 rather than the simulator's HMAC:
+# enough to keep that path exercised, few enough for its cost (~290 us a verify).
+ED25519_SHARE = 0.02
+
+
+def run_config_for(base: RunConfig, seed: int, *, randomize: bool = True) -> RunConfig:
+    """The run config of `seed`: `base` with per-seed options (explicit base options win)."""
+    if not randomize:
+        return base
+    rng = random.Random(f"{seed}:options")
+    drawn = _option_space(base.protocol, rng)
+    signatures = base.signatures
+    if get_protocol(base.protocol).fault_model == "byzantine" and base.signatures == "hmac" \
+            and rng.random() < ED25519_SHARE:
+        signatures = "ed25519"
+    return replace(base, options={**drawn, **base.options}, signatures=signatures)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignConfig:
+    """What to run; `validate()` says how to fix a bad value."""
+
+    run: RunConfig
+    seeds: int
+    start: int = 0
+    kinds: tuple[str, ...] | None = None  # None: every kind in the protocol's model
+    heal_ms: int = HEAL_MS
+    randomize_options: bool = True
+
+    def validate(self) -> CampaignConfig:
+        """Return self, or raise ConfigError."""
+        self.run.validate()
+        if not 0 <= self.seeds <= 100_000_000 or self.start < 0:
+            raise ConfigError(f"campaign seeds={self.seeds} start={self.start}: use seeds >= 0, start >= 0")
+        kinds = self.kinds if self.kinds is not None else fault_kinds_for(self.run.protocol)
+        unknown = set(kinds) - set(FAULT_KINDS)
+        if unknown:
+            raise ConfigError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+        if "byzantine" in kinds and get_protocol(self.run.protocol).fault_model != "byzantine":
+            raise ConfigError(f"{self.run.protocol} tolerates crash faults only: drop 'byzantine'")
+        if not 0 <= self.heal_ms <= 600_000:
+            raise ConfigError(f"campaign heal_ms={self.heal_ms}: use 0..600000")
+        return self
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The kinds drawn from, defaulted."""
+        return self.kinds if self.kinds is not None else fault_kinds_for(self.run.protocol)
+
+    def faults_for(self, seed: int) -> Faults:
+        """Seed's faults."""
+        return random_faults(run_config_for(self.run, seed, randomize=self.randomize_options), seed,
+                             self.fault_kinds, heal_ms=self.heal_ms)
+
+
+@dataclass(kw_only=True)
+class CampaignResult:
+    """Totals of a campaign."""
+
+    protocol: str
+    start: int
+    runs: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    safety_violations: int = 0
+    liveness_failures: int = 0
+    inconclusive: int = 0
+    messages: int = 0
+    decisions: int = 0
+    ops: int = 0
+    events: int = 0
+    wall_s: float = 0.0
+    replica_counters: dict[str, int] = field(default_factory=dict)
+    failing_seeds: list[int] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def messages_per_decision(self) -> float:
+        """Replica-to-replica messages per completed client operation."""
+        return self.messages / self.decisions if self.decisions else 0.0
+
+    def add(self, r: RunResult) -> None:
+        """Fold one run in."""
+        self.runs += 1
+        for k, v in r.faults.items():
+            self.faults[k] = self.faults.get(k, 0) + v
+        for k, v in r.replica_counters.items():
+            self.replica_counters[k] = self.replica_counters.get(k, 0) + v
+        self.messages += r.messages
+        self.decisions += r.decisions
+        self.ops += r.ops_invoked
+        self.events += r.events
+        self.inconclusive += r.inconclusive
+        if r.safety_violations:
+            self.safety_violations += 1
+        if r.liveness_failures:
+            self.liveness_failures += 1
+        if not r.ok:
+            self.failing_seeds.append(r.seed)
+            if len(self.failures) < FAILURES_KEPT:
+                self.failures.append({"seed": r.seed, "safety": list(r.safety_violations[:3]),
+                                      "liveness": list(r.liveness_failures[:3])})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"protocol": self.protocol, "runs": self.runs, "seeds": [self.start, self.start + self.runs],
+                "faults_injected": dict(sorted(self.faults.items())),
+                "safety_violations": self.safety_violations, "liveness_failures": self.liveness_failures,
+                "inconclusive_checks": self.inconclusive, "messages": self.messages,
+                "decisions": self.decisions, "messages_per_decision": round(self.messages_per_decision, 2),
+                "ops": self.ops, "events": self.events, "wall_s": round(self.wall_s, 2),
+                "replica_counters": dict(sorted(self.replica_counters.items())),
+                "failing_seeds": self.failing_seeds, "failures": self.failures}
+
+
+def run_seed(cfg: CampaignConfig, seed: int, log: Callable[[str], None] | None = None) -> RunResult:
+    """One seed of a campaign (the same run every time)."""
+    config = run_config_for(cfg.run, seed, randomize=cfg.randomize_options)
+    return run(config, seed, cfg.faults_for(seed), log)
+
+
+def run_campaign(cfg: CampaignConfig, progress: Callable[[CampaignResult], None] | None = None,
+                 progress_every: int = 100) -> CampaignResult:
+    """Run seeds start .. start+seeds-1 and total them."""
+    cfg.validate()
+    result = CampaignResult(protocol=cfg.run.protocol, start=cfg.start)
+    t0 = time.perf_counter()
+    for seed in range(cfg.start, cfg.start + cfg.seeds):
+        result.add(run_seed(cfg, seed))
+        if progress is not None and result.runs % progress_every == 0:
+            result.wall_s = time.perf_counter() - t0
+            progress(result)
+    result.wall_s = time.perf_counter() - t0
+    return result
