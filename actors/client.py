@@ -19,6 +19,7 @@ from actors.controller import FabricController
 from actors.names import CONTROLLER, NAMESPACE, node_actor
 from fabric.errors import FabricError, MigrationFailed
 from fabric.fleet import default_fleet
+from fabric.ledger.hosting import LedgerConfig
 from fabric.memory import spec_to_dict
 from fabric.memory.workloads import WorkloadSpec
 from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
@@ -131,10 +132,11 @@ class FabricHandle:
 
 def connect(address: str | None = None, *, boot: bool = True,
             fleet: list[dict[str, Any]] | None = None, nodes_per_dc: int = 2,
-            **ray_init_kwargs: Any) -> FabricHandle:
+            ledger: LedgerConfig | dict[str, Any] | None = None, **ray_init_kwargs: Any) -> FabricHandle:
     """Attach to the fabric on `address` (or $RAY_ADDRESS, or a new embedded Ray); boot it if absent.
 
-    A booted fabric starts with `fleet` (default: `default_fleet()`; [] for none).
+    A booted fabric starts with `fleet` (default: `default_fleet()`; [] for none)
+    and the ownership ledger `ledger` describes (default: Raft on up to 7 nodes).
     On an embedded Ray the actors end with this driver; on a cluster they are
     detached and outlive the job.
     """
@@ -145,12 +147,14 @@ def connect(address: str | None = None, *, boot: bool = True,
         if not boot:
             raise FabricError("no fabric is running on this Ray cluster (boot=False)") from None
         topology = from_ray_nodes(ray.nodes(), nodes_per_dc)
-        ledger_dir = os.path.join(tempfile.gettempdir(), "novacron",
-                                  f"ledger-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
+        state_dir = os.path.join(tempfile.gettempdir(), "novacron",
+                                 f"fabric-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
+        ledger_cfg = ledger if isinstance(ledger, LedgerConfig) else LedgerConfig.from_dict(ledger)
         opts: dict[str, Any] = {"name": CONTROLLER, "namespace": NAMESPACE, "get_if_exists": True}
         if not embedded:
             opts["lifetime"] = "detached"
         controller = FabricController.options(**opts).remote(
-            topology.to_dict(), detached=not embedded, ledger_dir=ledger_dir)
+            topology.to_dict(), detached=not embedded, state_dir=state_dir,
+            ledger=ledger_cfg.validate().to_dict())
     _get(controller.boot.remote(default_fleet() if fleet is None else fleet))
     return FabricHandle(controller, embedded=embedded, dashboard_url=dashboard_url)

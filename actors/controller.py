@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.consensus import LedgerHandle, LedgerService, ReplicatedHandle, SingleWriterHandle
 from actors.ledger import LedgerActor
-from actors.names import LEDGER, NAMESPACE, node_actor
+from actors.names import CONTROLLER, LEDGER, NAMESPACE, node_actor
 from actors.node import NodeActor, describe_error
+from fabric.clock import WallClock
 from fabric.errors import ConfigError, FabricError, LedgerRejected, UnknownVmError
 from fabric.ledger import AbortMigration, BeginMigration, RegisterVm, RemoveVm, command_to_dict
+from fabric.ledger.hosting import LedgerConfig, client_policy
 from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
 from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
 from fabric.topology import DC_PREFIX, NodeSpec, Topology
@@ -40,11 +47,15 @@ MIB = 1 << 20
 class FabricController:
     """Boots the fabric and starts migrations; the single place operators talk to."""
 
-    def __init__(self, topology: dict[str, Any], *, detached: bool, ledger_dir: str) -> None:
+    def __init__(self, topology: dict[str, Any], *, detached: bool, state_dir: str,
+                 ledger: dict[str, Any] | None = None) -> None:
         self.topology = Topology.from_dict(topology)
         self._detached = detached
-        self._ledger_dir = ledger_dir
-        self._ledger: Any = None
+        self._state_dir = Path(state_dir)
+        self._ledger_config = LedgerConfig.from_dict(ledger)
+        self._ledger: LedgerHandle | None = None
+        self._ledger_service: LedgerService | None = None
+        self._consensus_key = Ed25519PrivateKey.generate()
         self._nodes: dict[str, Any] = {}
         self._boot_lock = asyncio.Lock()
         self._booted = False
@@ -71,26 +82,50 @@ class FabricController:
         """Create the ledger and node actors (idempotent); seed `vms` into an empty fabric."""
         async with self._boot_lock:
             if not self._booted:
-                self._ledger = LedgerActor.options(**self._actor_options(LEDGER)).remote(
-                    self._ledger_dir)
-                await self._ledger.ready.remote()
+                if self._ledger_config.protocol == "single-writer":
+                    writer = LedgerActor.options(**self._actor_options(LEDGER)).remote(
+                        str(self._state_dir / "ledger"))
+                    await writer.ready.remote()
+                    self._ledger = SingleWriterHandle(writer)
                 for spec in self.topology.nodes:
                     self._nodes[spec.name] = NodeActor.options(
                         **self._actor_options(node_actor(spec.name), spec)).remote(
-                            asdict(spec), self.topology.to_dict())
+                            asdict(spec), self.topology.to_dict(), str(self._state_dir / "nodes" / spec.name))
                 await asyncio.gather(*(n.ready.remote() for n in self._nodes.values()))
-                await self._share_public_keys()
+                await self._share_keys_and_start_ledger()
                 self._booted = True
-                if vms and not await self._ledger.records.remote():
+                if vms and not await self._ledger.records():
                     for v in vms:
                         await self.create_vm(v["name"], v["workload"], v.get("where"))
         return await self.status()
 
-    async def _share_public_keys(self) -> None:
-        """Every node learns every node's identity key: what migration handshakes authenticate."""
+    async def _share_keys_and_start_ledger(self) -> None:
+        """Every node learns every node's keys (migration handshakes, consensus); the ledger starts."""
         infos = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
-        keys = {i["name"]: i["public_key"] for i in infos}
-        await asyncio.gather(*(n.set_peer_keys.remote(keys) for n in self._nodes.values()))
+        identity = {i["name"]: i["public_key"] for i in infos}
+        await asyncio.gather(*(n.set_peer_keys.remote(identity) for n in self._nodes.values()))
+        cfg = self._ledger_config
+        consensus_keys = {node_actor(i["name"]): i["consensus_public_key"] for i in infos}
+        consensus_keys[CONTROLLER] = self._consensus_key.public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw).hex()
+        replicas: dict[str, str] = {}
+        if cfg.protocol != "single-writer":
+            names = cfg.replica_nodes([spec.name for spec in self.topology.nodes])
+            replicas = {str(rid): name for rid, name in zip(cfg.replica_ids(len(names)), names, strict=True)}
+        seed = secrets.randbits(32)  # election jitter only
+        await asyncio.gather(*(n.start_ledger.remote(cfg.to_dict(), replicas, consensus_keys, seed)
+                               for n in self._nodes.values()))
+        if cfg.protocol != "single-writer":
+            replica_actors = {int(rid): node_actor(name) for rid, name in replicas.items()}
+            self._ledger_service = LedgerService(
+                actor_name=CONTROLLER, config=cfg, policy=client_policy(cfg, tuple(sorted(replica_actors))),
+                replica_actors=replica_actors, key=self._consensus_key, clock=WallClock())
+            self._ledger = ReplicatedHandle(self._ledger_service, cfg, replica_actors)
+
+    def consensus_reply(self, sender: int, replies: list[Any]) -> None:
+        """Replies to the controller's ledger clients."""
+        if self._ledger_service is not None and isinstance(replies, list):
+            self._ledger_service.on_replies(sender, replies)
 
     def _node(self, name: str) -> Any:
         self.topology.node(name)  # UnknownNodeError for a name not in the topology
@@ -125,33 +160,33 @@ class FabricController:
             raise ConfigError(f"VM names are 1-64 characters without '/', not {name!r}")
         spec = spec_from_dict(workload)
         memory_mib = make_workload(spec).pages * PAGE_SIZE / MIB
-        records = await self._ledger.records.remote()
+        records = await self._ledger.records()
         if len(records) >= VMS_MAX:
             raise ConfigError(f"the fabric holds at most {VMS_MAX} VMs")
         candidates = self.topology.resolve(where) if where else list(self.topology.nodes)
         node = least_loaded_node(await self._loads(candidates), memory_mib)
-        rec = await self._ledger.submit.remote(command_to_dict(RegisterVm(vm=name, node=node)))
+        rec = await self._ledger.submit(command_to_dict(RegisterVm(vm=name, node=node)))
         try:
             return await self._nodes[node].create_vm.remote(name, workload, rec["epoch"])
         except Exception:
-            await self._ledger.submit.remote(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
+            await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
             raise
 
     async def delete_vm(self, name: str) -> None:
         """Stop a VM and remove it from the ledger."""
         rec = await self._record(name)
         await self._nodes[rec["owner"]].delete_vm.remote(name)
-        await self._ledger.submit.remote(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
+        await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
 
     async def _record(self, vm: str) -> dict[str, Any]:
-        rec = await self._ledger.read.remote(vm)
+        rec = await self._ledger.read(vm)
         if rec is None:
             raise UnknownVmError(f"no VM {vm!r} in the fabric")
         return rec
 
     async def list_vms(self) -> list[dict[str, Any]]:
         """Every VM: the ledger's owner and epoch, and what its node reports."""
-        records = await self._ledger.records.remote()
+        records = await self._ledger.records()
         nodes = await self._describe_nodes()
         hosted = {(v["name"], n["name"]): v for n in nodes for v in n["vms"]}
         unreachable = {n["name"] for n in nodes if "error" in n}
@@ -182,7 +217,7 @@ class FabricController:
             raise ConfigError(f"VM {vm} is already on {source}; pick another node or data center")
         info = await self._nodes[source].vm_info.remote(vm)
         destination = least_loaded_node(await self._loads(candidates), info["memory_mib"])
-        begun = await self._ledger.submit.remote(command_to_dict(
+        begun = await self._ledger.submit(command_to_dict(
             BeginMigration(vm=vm, source=source, destination=destination)))
         epoch = begun["migration"]["epoch"]
         mid = f"{vm}@{epoch}"
@@ -212,7 +247,7 @@ class FabricController:
 
     async def _abandon(self, m: dict[str, Any], reason: str) -> dict[str, Any]:
         try:
-            await self._ledger.submit.remote(command_to_dict(
+            await self._ledger.submit(command_to_dict(
                 AbortMigration(vm=m["vm"], epoch=m["epoch"], reason=reason[:500])))
         except LedgerRejected:
             pass  # the engine closed it already
@@ -270,7 +305,7 @@ class FabricController:
             "topology": self.topology.to_dict(),
             "nodes": nodes,
             "vms": await self.list_vms() if self._booted else [],
-            "ledger": await self._ledger.describe.remote() if self._ledger else None,
+            "ledger": await self._ledger.describe() if self._ledger else None,
             "migrations": [{k: v for k, v in m.items() if k != "report"}
                            for m in self._migrations.values()],
         }

@@ -12,17 +12,29 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ray.exceptions import RayActorError, RayTaskError
 
+from actors.consensus import (
+    LedgerHandle,
+    LedgerService,
+    ReplicaHost,
+    ReplicatedHandle,
+    SingleWriterHandle,
+)
 from actors.incoming import IncomingApplier
 from actors.metrics import MigrationMetrics
 from actors.names import LEDGER, NAMESPACE, node_actor
 from actors.outgoing import OutgoingMigration, Peer
 from fabric.clock import WallClock
+from fabric.consensus.api import ClientReply, Committed
+from fabric.consensus.signing import Ed25519Signer
 from fabric.errors import (
     CapacityError,
     ConfigError,
@@ -31,6 +43,9 @@ from fabric.errors import (
     UnknownVmError,
     VmStateError,
 )
+from fabric.ledger import CommitMigration, RemoveVm
+from fabric.ledger.hosting import LedgerConfig, build_replica, client_policy
+from fabric.ledger.replicated import LedgerStateMachine
 from fabric.memory import PAGE_SIZE, RunState, Vm, make_workload, spec_from_dict
 from fabric.migration import (
     FaultPlan,
@@ -74,8 +89,9 @@ def describe_error(e: BaseException) -> str:
 class NodeActor:
     """One node of the fabric, pinned to its data center."""
 
-    def __init__(self, spec: dict[str, Any], topology: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], topology: dict[str, Any], state_dir: str) -> None:
         self.spec = NodeSpec(**spec)
+        self._state_dir = state_dir  # this node's durable state (its ledger replica's log)
         self.topology = Topology.from_dict(topology)
         self._vms: dict[str, _Hosted] = {}
         self._incoming: dict[str, IncomingMigration] = {}
@@ -83,7 +99,11 @@ class NodeActor:
         self._outgoing: dict[str, OutgoingMigration] = {}
         self._reserved_mib: dict[str, float] = {}  # VMs being booted
         self._clock = WallClock()
-        self._ledger_handle: Any = None
+        self._ledger_handle: LedgerHandle | None = None
+        self._replica: ReplicaHost | None = None
+        self._ledger_service: LedgerService | None = None
+        # Signs this node's consensus messages and ledger requests (PBFT checks both).
+        self._consensus_key = Ed25519PrivateKey.generate()
         # This node's identity lives and dies with the actor: keys never leave it.
         self._identity = NodeIdentity.generate()
         self._peer_keys: dict[str, bytes] = {}
@@ -99,9 +119,9 @@ class NodeActor:
         """This node's name."""
         return self.spec.name
 
-    def _ledger(self) -> Any:
+    def _ledger(self) -> LedgerHandle:
         if self._ledger_handle is None:
-            self._ledger_handle = ray.get_actor(LEDGER, namespace=NAMESPACE)
+            raise VmStateError(f"node {self.name} has not joined the ledger yet")
         return self._ledger_handle
 
     def _vcpu_loop(self) -> None:
@@ -138,7 +158,7 @@ class NodeActor:
 
     async def _check_owner(self, vm: str, epoch: int) -> None:
         """Fencing: raise unless the ledger names this node as owner of `vm` at `epoch`."""
-        rec = await self._ledger().read.remote(vm)
+        rec = await self._ledger().read(vm)
         if rec is None or rec["owner"] != self.name or rec["epoch"] != epoch:
             raise FencedError(f"node {self.name} does not own {vm} at epoch {epoch} "
                               f"(ledger: {rec})")
@@ -161,6 +181,9 @@ class NodeActor:
                           "pages_received": i.pages_received} for i in self._incoming.values()],
             "outgoing": [o.engine.progress(now) for o in self._outgoing.values()],
             "public_key": self._identity.public_bytes.hex(),
+            "consensus_public_key": self._consensus_key.public_key().public_bytes(
+                Encoding.Raw, PublicFormat.Raw).hex(),
+            "replica": self._replica.status() if self._replica is not None else None,
             "ray_node_id": ray.get_runtime_context().get_node_id(),
         }
 
@@ -241,7 +264,7 @@ class NodeActor:
         Returns the handshake reply and the content keys of the other VMs' pages
         on this node, which the source may send by reference.
         """
-        rec = await self._ledger().read.remote(vm)
+        rec = await self._ledger().read(vm)
         mig = (rec or {}).get("migration") or {}
         if mig.get("destination") != self.name or mig.get("epoch") != epoch or mig.get("source") != source:
             raise FencedError(f"no migration of {vm} from {source} to {self.name} is open at "
@@ -320,6 +343,82 @@ class NodeActor:
             applier = self._appliers.pop(vm, None)
             if applier is not None:
                 applier.close()
+
+    # -- the ledger -----------------------------------------------------------------------
+
+    async def start_ledger(self, config: dict[str, Any], replicas: dict[str, str],
+                           keys: dict[str, str], seed: int) -> None:
+        """Join the ledger: host this node's replica (if it has one) and start its clients.
+
+        `replicas` maps replica id -> node name; `keys` maps actor name ->
+        consensus public key (hex), as the controller collected them.
+        """
+        cfg = LedgerConfig.from_dict(config)
+        if cfg.protocol == "single-writer":
+            self._ledger_handle = SingleWriterHandle(ray.get_actor(LEDGER, namespace=NAMESPACE))
+            return
+        rids = {int(k): v for k, v in replicas.items()}
+        replica_ids = tuple(sorted(rids))
+        replica_actors = {rid: node_actor(n) for rid, n in rids.items()}
+        policy = client_policy(cfg, replica_ids)
+        self._ledger_service = LedgerService(actor_name=node_actor(self.name), config=cfg, policy=policy,
+                                             replica_actors=replica_actors, key=self._consensus_key,
+                                             clock=self._clock)
+        self._ledger_handle = ReplicatedHandle(self._ledger_service, cfg, replica_actors)
+        mine = [rid for rid, n in rids.items() if n == self.name]
+        if not mine:
+            return
+        rid = mine[0]
+        client_keys = {f"{actor}#{k}": bytes.fromhex(pub) for actor, pub in keys.items()
+                       for k in range(cfg.clients_per_actor)}
+        state = LedgerStateMachine()
+        replica, storage = build_replica(
+            cfg, rid=rid, replica_ids=replica_ids, state_machine=state,
+            signer=Ed25519Signer(rid, self._consensus_key),
+            replica_keys={r: bytes.fromhex(keys[node_actor(n)]) for r, n in rids.items()},
+            client_keys=client_keys, storage_dir=Path(self._state_dir) / "ledger", seed=seed,
+            now_ms=int(self._clock.now() * 1000))
+        self._replica = ReplicaHost(rid=rid, replica=replica, storage=storage, state=state,
+                                    replica_actors=replica_actors, clock=self._clock, tick_ms=cfg.tick_ms,
+                                    on_committed=self._on_committed)
+
+    def consensus_deliver(self, messages: list[Any]) -> None:
+        """Consensus messages from another replica."""
+        if self._replica is not None and isinstance(messages, list):
+            self._replica.deliver(messages)
+
+    def consensus_request(self, requests: list[Any]) -> None:
+        """Ledger requests from clients."""
+        if self._replica is not None and isinstance(requests, list):
+            self._replica.request(requests)
+
+    def consensus_reply(self, sender: int, replies: list[ClientReply]) -> None:
+        """Replies to this node's ledger clients."""
+        if self._ledger_service is not None and isinstance(replies, list):
+            self._ledger_service.on_replies(sender, replies)
+
+    def consensus_status(self) -> dict[str, Any] | None:
+        """This node's replica status, or None."""
+        return self._replica.status() if self._replica is not None else None
+
+    def consensus_records(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """(applied index, records) of this node's replica, or None."""
+        return self._replica.local_records() if self._replica is not None else None
+
+    def _on_committed(self, entry: Committed) -> None:
+        """Fencing: a VM whose ownership moved on at a newer epoch stops here, whatever else happens."""
+        result, op = entry.result, entry.request.op
+        if not getattr(result, "accepted", False) or not isinstance(op, CommitMigration | RemoveVm):
+            return
+        hosted = self._vms.get(op.vm)
+        rec = result.record
+        still_ours = rec is not None and rec.owner == self.name
+        if hosted is None or still_ours or hosted.epoch >= op.epoch:
+            return
+        if hosted.vm.state is RunState.RUNNING:
+            log.warning("fencing %s: the ledger committed epoch %d elsewhere", op.vm, op.epoch)
+            hosted.vm.pause(self._clock.now())
+        hosted.error = f"fenced: the ledger moved it on at epoch {op.epoch}"
 
     # -- outgoing migrations ------------------------------------------------------------
 

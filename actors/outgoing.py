@@ -160,10 +160,9 @@ class OutgoingMigration:
         if isinstance(command, cmd.VerifyDestination):
             return await dst.finish_incoming.remote(vm, epoch, command.device_state, command.full)
         if isinstance(command, cmd.CommitOwnership):
-            return await self._ledger.submit.remote(
-                command_to_dict(CommitMigration(vm=vm, epoch=command.epoch)))
+            return await self._ledger.submit(command_to_dict(CommitMigration(vm=vm, epoch=command.epoch)))
         if isinstance(command, cmd.QueryOwnership):
-            rec = await self._ledger.read.remote(vm)
+            rec = await self._ledger.read(vm)
             if rec is None:
                 raise UnknownVmError(f"ledger has no record of {vm}")
             return rec["owner"], rec["epoch"]
@@ -174,7 +173,7 @@ class OutgoingMigration:
             self._release()
             return None
         if isinstance(command, cmd.AbortOwnership):
-            return await self._ledger.submit.remote(command_to_dict(
+            return await self._ledger.submit(command_to_dict(
                 AbortMigration(vm=vm, epoch=command.epoch, reason=command.reason[:500])))
         if isinstance(command, cmd.DiscardDestination):
             return await dst.discard_incoming.remote(vm, command.epoch)
@@ -286,11 +285,11 @@ class OutgoingMigration:
         report.status = "aborted"
         report.abort_reason = f"engine failed repeatedly: {error!r}"
         report.vm_location = self.node
-        for ref in (self._ledger.submit.remote(command_to_dict(
-                        AbortMigration(vm=report.vm, epoch=self.epoch, reason="engine failure"))),
-                    self.peer.actor.discard_incoming.remote(report.vm, self.epoch)):
+        for step in (self._ledger.submit(command_to_dict(
+                         AbortMigration(vm=report.vm, epoch=self.epoch, reason="engine failure"))),
+                     self.peer.actor.discard_incoming.remote(report.vm, self.epoch)):
             try:
-                await ref
+                await step
             except Exception as e:
                 report.abort_reason += f"; {self._describe(e)}"
         if self.vm.state is RunState.PAUSED:
