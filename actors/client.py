@@ -116,6 +116,13 @@ class FabricHandle:
                                  self._controller)
         return handle.result(check=check) if wait else handle
 
+    def evacuate(self, target: str, *, concurrency: int = 2,
+                 config: MigrationConfig | dict[str, Any] | None = None) -> list[MigrationReport]:
+        """Move every VM off a node or a data center, `concurrency` migrations at a time; their reports."""
+        cfg = config.to_dict() if isinstance(config, MigrationConfig) else config
+        return [MigrationReport.from_dict(r)
+                for r in _get(self._controller.evacuate.remote(target, concurrency, cfg))]
+
     def status(self) -> dict[str, Any]:
         """Topology, nodes, VMs, migrations and ledger health."""
         return _get(self._controller.status.remote())

@@ -26,7 +26,7 @@ from actors.ledger import LedgerActor
 from actors.names import CONTROLLER, LEDGER, NAMESPACE, node_actor
 from actors.node import NodeActor, describe_error
 from fabric.clock import WallClock
-from fabric.errors import ConfigError, FabricError, LedgerRejected, UnknownVmError
+from fabric.errors import CapacityError, ConfigError, FabricError, LedgerRejected, UnknownVmError
 from fabric.ledger import AbortMigration, BeginMigration, RegisterVm, RemoveVm, command_to_dict
 from fabric.ledger.hosting import LedgerConfig, client_policy
 from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
@@ -37,6 +37,7 @@ from policies import NodeLoad, least_loaded_node
 log = logging.getLogger("novacron.controller")
 
 MIGRATIONS_KEPT_MAX = 200  # finished migrations remembered for status and result queries
+EVACUATION_CONCURRENCY_MAX = 16  # migrations an evacuation runs at once
 VMS_MAX = 10_000
 NODE_CALL_S_MAX = 10.0  # a node that does not describe itself in this time reads as unreachable
 DC_RESOURCE_PER_ACTOR = 0.001  # a token amount: pins the actor, never limits how many fit
@@ -207,16 +208,21 @@ class FabricController:
     async def start_migration(self, vm: str, to: str, config: dict[str, Any] | None = None,
                               faults: dict[str, Any] | None = None) -> str:
         """Commit Begin and start the migration in the background; returns its id."""
+        return await self._start(vm, [c.name for c in self.topology.resolve(to)], config, faults)
+
+    async def _start(self, vm: str, candidates: list[str], config: dict[str, Any] | None,
+                     faults: dict[str, Any] | None) -> str:
+        """Begin a migration of `vm` to the best of `candidates` (placement), and run it."""
         t0 = time.monotonic()
         MigrationConfig.from_dict(config)
         FaultPlan.from_dict(faults)
         rec = await self._record(vm)
         source = rec["owner"]
-        candidates = [c for c in self.topology.resolve(to) if c.name != source]
-        if not candidates:
+        pool = [self.topology.node(c) for c in candidates if c != source]
+        if not pool:
             raise ConfigError(f"VM {vm} is already on {source}; pick another node or data center")
         info = await self._nodes[source].vm_info.remote(vm)
-        destination = least_loaded_node(await self._loads(candidates), info["memory_mib"])
+        destination = least_loaded_node(await self._loads(pool), info["memory_mib"])
         begun = await self._ledger.submit(command_to_dict(
             BeginMigration(vm=vm, source=source, destination=destination)))
         epoch = begun["migration"]["epoch"]
@@ -290,6 +296,47 @@ class FabricController:
         if mid not in self._migrations:
             raise FabricError(f"no migration {mid!r} (the last {MIGRATIONS_KEPT_MAX} are kept)")
         return self._migrations[mid]
+
+    async def evacuate(self, target: str, concurrency: int = 2,
+                       config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Move every VM off a node or a whole data center, `concurrency` at a time; their reports.
+
+        Targets are placed among the nodes left: in the same data center when a
+        single node is evacuated and its data center has room, else anywhere outside
+        the evacuated set.
+        """
+        if not 1 <= concurrency <= EVACUATION_CONCURRENCY_MAX:
+            raise ConfigError(f"concurrency must be 1..{EVACUATION_CONCURRENCY_MAX}, not {concurrency}")
+        MigrationConfig.from_dict(config)
+        leaving = {n.name for n in self.topology.resolve(target)}
+        whole_dc = target in self.topology.dcs
+        records = [r for r in await self._ledger.records() if r["owner"] in leaving]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def move(rec: dict[str, Any]) -> dict[str, Any]:
+            async with gate:
+                src = self.topology.node(rec["owner"])
+                same_dc = [n.name for n in self.topology.nodes_in(src.dc) if n.name not in leaving]
+                anywhere = [n.name for n in self.topology.nodes if n.name not in leaving]
+                pools = ([same_dc] if same_dc and not whole_dc else []) + [anywhere]
+                last: Exception | None = None
+                for pool in pools:
+                    try:
+                        mid = await self._start(rec["vm"], pool, config, None)
+                        return await self.migration_result(mid)
+                    except CapacityError as e:  # that pool is full: try further away
+                        last = e
+                raise last or CapacityError(f"nowhere to evacuate {rec['vm']} to")
+        results = await asyncio.gather(*(move(r) for r in records), return_exceptions=True)
+        out = []
+        for rec, res in zip(records, results, strict=True):
+            if isinstance(res, BaseException):
+                out.append(MigrationReport(vm=rec["vm"], source=rec["owner"], destination="",
+                                           epoch=rec["epoch"], status="aborted", vm_location=rec["owner"],
+                                           abort_reason=f"not started: {describe_error(res)}").to_dict())
+            else:
+                out.append(res)
+        return out
 
     async def migrate(self, vm: str, to: str, config: dict[str, Any] | None = None,
                       faults: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -239,6 +239,20 @@ def test_metrics_reach_prometheus_tagged_by_data_center(fab) -> None:
     assert re.search(r'ray_novacron_migration_wire_bytes[_a-z]*\{[^}]*dst_dc="eu-west"', text)
 
 
+def test_evacuating_a_node_moves_every_vm_off_it_within_its_data_center(fab) -> None:
+    for i in range(3):
+        fab.create_vm(f"evac-{i}", SyntheticSpec(memory_mib=32, dirty_rate_mbps=5, seed=60 + i),
+                      where="us-west-2")
+    reports = fab.evacuate("us-west-2", concurrency=2)
+    assert sorted(r.vm for r in reports if r.vm.startswith("evac-")) == ["evac-0", "evac-1", "evac-2"]
+    assert all(r.status == "completed" for r in reports), [r.abort_reason for r in reports]
+    rows = {v["vm"]: v for v in fab.list_vms()}
+    assert not [v for v in rows.values() if v["node"] == "us-west-2"]
+    assert {rows[f"evac-{i}"]["node"] for i in range(3)} == {"us-west-1"}  # same data center first
+    with pytest.raises(ConfigError):
+        fab.evacuate("us-west-2", concurrency=0)
+
+
 def test_killing_the_destination_mid_migration_leaves_the_vm_running_at_the_source(fab) -> None:
     raw = {"kind": "synthetic", "memory_mib": 128, "dirty_rate_mbps": 20, "hot_set_mib": 32, "seed": 17}
     fab.create_vm("victim-1", spec_from_dict(raw), where="us-west-1")
