@@ -157,6 +157,9 @@ class OutgoingMigration:
             return await self.transfer.next_result(self._config.peer_timeout_s)
         if isinstance(command, cmd.PauseSource):
             return self.vm.pause(self._clock.now())
+        if isinstance(command, cmd.ThrottleSource):
+            self.vm.set_throttle(command.pct)
+            return None
         if isinstance(command, cmd.VerifyDestination):
             return await dst.finish_incoming.remote(vm, epoch, command.device_state, command.full)
         if isinstance(command, cmd.CommitOwnership):
@@ -248,7 +251,7 @@ class OutgoingMigration:
         mode = sender.mode.value if sender.mode is not None else None
         if mode is not None and mode != self._mode:
             self._mode = mode
-            self.engine.report.mode = mode
+            self.engine.observe_mode(mode)
             self.engine.encoder.set_profile(profile_for(mode, self._config))
 
     async def _drop_transfer(self) -> None:

@@ -110,7 +110,7 @@ def test_the_codec_cuts_wire_bytes_and_still_delivers_every_byte(kv_slice: Path)
     for codec in ("raw", "adaptive"):
         clock, ledger, vm = setup(spec, warmup_s=0.1)
         res = migrate(vm, ledger, clock, link_bytes_per_s=10e6,
-                      config=MigrationConfig(codec=codec, downtime_ms_limit=30))
+                      config=MigrationConfig(codec=codec, downtime_ms_limit=30, on_limit="switchover"))
         assert res.report.status == "completed", res.report.abort_reason
         assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
         runs[codec] = res.report
@@ -177,7 +177,7 @@ def test_a_writer_faster_than_the_link_hits_the_limit_and_switches_over_like_xen
     spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=4)
     clock, ledger, vm = setup(spec)
     res = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
-                  config=MigrationConfig(rounds_max=5, downtime_ms_limit=50, **RAW))
+                  config=MigrationConfig(rounds_max=5, downtime_ms_limit=50, on_limit="switchover", **RAW))
     r = res.report
     assert r.status == "completed"
     assert r.switchover_reason in ("rounds_max", "bytes_max")
@@ -203,7 +203,8 @@ def test_bytes_max_stops_precopy() -> None:
     spec = SyntheticSpec(memory_mib=16, dirty_rate_mbps=200, hot_set_mib=16, seed=5)
     clock, ledger, vm = setup(spec)
     r = migrate(vm, ledger, clock, link_bytes_per_s=20e6,
-                config=MigrationConfig(bytes_max_factor=1.5, downtime_ms_limit=10, **RAW)).report
+                config=MigrationConfig(bytes_max_factor=1.5, downtime_ms_limit=10, on_limit="switchover",
+                                       **RAW)).report
     assert r.switchover_reason == "bytes_max"
     precopy_bytes = sum(s.raw_bytes for s in r.round_stats if not s.final)
     assert precopy_bytes >= 1.5 * r.memory_bytes
@@ -349,3 +350,89 @@ def test_an_engine_error_after_the_destination_started_does_not_undo_the_migrati
     assert res.report.status == "completed" and "not released" in res.report.abort_reason
     assert res.destination is not None and res.destination.state is RunState.RUNNING
     assert ledger.record("vm").owner == "dst"
+
+
+# -- convergence control ---------------------------------------------------------------------------
+
+FAST_WRITER = SyntheticSpec(memory_mib=32, dirty_rate_mbps=80, hot_set_mib=32, seed=21)
+SLOW_LINK = 20e6  # bytes/s: the writer dirties four times faster than the link sends
+
+
+def test_a_writer_faster_than_the_link_converges_with_auto_converge() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                  # throttling climbs 20, 30, ... %: it takes rounds, so Xen's 3x bytes limit is lifted
+                  config=MigrationConfig(auto_converge=True, downtime_ms_limit=300, rounds_max=60,
+                                         bytes_max_factor=30, **RAW))
+    r = res.report
+    assert r.status == "completed", r.abort_reason
+    assert r.switchover_reason == "converged" and r.throttle_steps >= 2
+    assert r.throttle_pct_max >= 30  # 20% first, then +10% per step, as QEMU
+    assert np.array_equal(res.destination.memory.view(), expected_memory(FAST_WRITER, vm.guest_time_s))
+    assert res.destination.throttle_pct == 0  # the guest runs at full speed at the destination
+
+
+def test_with_auto_converge_and_post_copy_off_it_aborts_cleanly_and_the_guest_is_unthrottled() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                  config=MigrationConfig(downtime_ms_limit=300, rounds_max=8, **RAW))
+    r = res.report
+    assert r.status == "aborted" and "did not converge" in r.abort_reason
+    assert r.throttle_steps == 0 and vm.state is RunState.RUNNING and vm.throttle_pct == 0
+    assert ledger.record("vm").owner == "src" and ledger.record("vm").migration is None
+
+
+def test_the_stall_detector_aborts_or_throttles_by_policy() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    r = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                config=MigrationConfig(on_stall="abort", stall_rounds=3, **RAW)).report
+    assert r.status == "aborted" and r.abort_reason.startswith("stalled") and r.stalls >= 1
+    assert r.rounds <= 3 + 2
+    clock, ledger, vm = setup(FAST_WRITER)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                  config=MigrationConfig(on_stall="throttle", stall_rounds=3, rounds_max=60,
+                                         bytes_max_factor=30, **RAW))
+    assert res.report.status == "completed" and res.report.throttle_steps >= 1
+    assert vm.throttle_pct > 0  # the source stopped throttled; the destination is not
+    assert res.destination.throttle_pct == 0
+
+
+def test_a_throttled_guest_that_aborts_runs_at_full_speed_again() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    r = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                config=MigrationConfig(auto_converge=True, rounds_max=4, downtime_ms_limit=10, **RAW)).report
+    assert r.status == "aborted" and r.throttle_steps >= 1
+    assert vm.throttle_pct == 0 and vm.state is RunState.RUNNING
+
+
+def test_per_mode_downtime_targets() -> None:
+    cfg = MigrationConfig()
+    assert cfg.downtime_limit_for("datacenter") == 300 and cfg.downtime_limit_for("internet") == 1000
+    assert MigrationConfig(downtime_ms_limit=50).downtime_limit_for("internet") == 50
+    clock, ledger, vm = setup(SyntheticSpec(memory_mib=8, dirty_rate_mbps=5, seed=22))
+    r = migrate(vm, ledger, clock, link_bytes_per_s=5e6).report  # a slow link: internet mode
+    assert r.mode == "internet" and r.downtime_ms_limit == 1000
+
+
+def test_the_switchover_guard_calls_off_an_overrunning_stop_and_copy() -> None:
+    """A stop-and-copy that overruns its limit: the source resumes, pre-copy continues, and it lands."""
+    spec = SyntheticSpec(memory_mib=32, dirty_rate_mbps=30, hot_set_mib=16, seed=23)
+    clock, ledger, vm = setup(spec)
+    slow = {"pauses": 0, "on": False}
+
+    def the_link_slows_during_the_first_stop_and_copy(c) -> None:
+        if isinstance(c, cmd.PauseSource):
+            slow["pauses"] += 1
+            slow["on"] = slow["pauses"] == 1
+        if isinstance(c, cmd.ResumeSource):
+            slow["on"] = False  # the congestion clears while the guest runs again
+        if isinstance(c, cmd.AwaitAck) and slow["on"]:
+            clock.advance(0.2)  # each final batch takes 200 ms more on a congested link
+    res = migrate(vm, ledger, clock, intercept=the_link_slows_during_the_first_stop_and_copy,
+                  config=MigrationConfig(downtime_ms_limit=100, switchover_guard_slack=0.5,
+                                         batch_pages_max=256, inflight_batches_max=1, **RAW))
+    r = res.report
+    assert r.switchovers_cancelled == 1 and any(s.cancelled for s in r.round_stats)
+    assert r.status == "completed", r.abort_reason
+    assert slow["pauses"] == 2 and r.downtime_ms <= 100 * 1.5
+    assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))

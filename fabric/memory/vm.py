@@ -21,6 +21,7 @@ from fabric.memory.workloads import (
 # One advance never runs more guest time than this: a node that stalls for a
 # minute must not replay a minute of writes in one burst when it wakes.
 ADVANCE_S_MAX = 1.0
+THROTTLE_PCT_MAX = 99  # QEMU's cpu-throttle-percentage maximum
 
 
 class RunState(StrEnum):
@@ -63,6 +64,9 @@ class Vm:
         self._state = RunState.PAUSED
         self._last_now: float | None = None
         self._writes = 0
+        # Auto-converge's CPU throttle: the share of wall time the guest does NOT run
+        # (QEMU's cpu-throttle-percentage), so it dirties memory proportionally slower.
+        self._throttle_pct = 0
         self._lock = threading.Lock()  # serialises advance with pause/resume
 
     @classmethod
@@ -91,6 +95,18 @@ class Vm:
         return self._guest_time_s
 
     @property
+    def throttle_pct(self) -> int:
+        """Share of wall time the guest is held back, in percent (0: unthrottled)."""
+        return self._throttle_pct
+
+    def set_throttle(self, pct: int) -> None:
+        """Hold the guest back for `pct` percent of wall time (0..99), like QEMU's cpu throttle."""
+        if not 0 <= pct <= THROTTLE_PCT_MAX:
+            raise ValueError(f"throttle must be 0..{THROTTLE_PCT_MAX} %, not {pct}")
+        with self._lock:
+            self._throttle_pct = pct
+
+    @property
     def page_writes(self) -> int:
         """Page writes the workload made on this node."""
         return self._writes
@@ -111,7 +127,7 @@ class Vm:
     def _advance_locked(self, now: float) -> int:
         if self._state is not RunState.RUNNING or self._last_now is None:
             return 0
-        dt = min(max(0.0, now - self._last_now), ADVANCE_S_MAX)
+        dt = min(max(0.0, now - self._last_now), ADVANCE_S_MAX) * (100 - self._throttle_pct) / 100
         self._last_now = now
         if dt == 0.0:
             return 0

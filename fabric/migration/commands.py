@@ -53,6 +53,13 @@ class PauseSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ThrottleSource:
+    """Hold the source guest back for `pct` percent of wall time (auto-converge; 0 lifts it)."""
+
+    pct: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class VerifyDestination:
     """Hand the destination the device state; complete with its memory digest."""
 
@@ -111,6 +118,6 @@ class Finished:
     report: Any  # MigrationReport
 
 
-Command = (PrepareDestination | SendBatch | AwaitAck | Wait | PauseSource | VerifyDestination
+Command = (PrepareDestination | SendBatch | AwaitAck | Wait | PauseSource | ThrottleSource | VerifyDestination
            | CommitOwnership | QueryOwnership | ActivateDestination | ReleaseSource
            | AbortOwnership | DiscardDestination | ResumeSource | Finished)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from fabric.errors import ConfigError
@@ -17,15 +17,38 @@ INFLIGHT_BATCHES_MAX = 64
 class MigrationConfig:
     """What a migration may do; `validate()` says how to fix a bad value."""
 
-    # QEMU's default downtime-limit.
-    downtime_ms_limit: float = 300.0
+    # The downtime the switchover must fit; None: the target of the link's mode.
+    downtime_ms_limit: float | None = None
+    # Per-mode targets. Datacenter: QEMU's default downtime-limit. Over a WAN the
+    # stop-and-copy alone waits for one RTT of acks (up to 150 ms here) and the
+    # ledger commit is a WAN round trip too, so 300 ms would rarely be met.
+    downtime_targets_ms: dict[str, float] = field(
+        default_factory=lambda: {"datacenter": 300.0, "hybrid": 500.0, "internet": 1000.0})
     # Xen stops pre-copy after 30 iterations...
     rounds_max: int = 30
     # ...or once it has sent 3x the guest's memory.
     bytes_max_factor: float = 3.0
-    # What to do when a limit is hit before the downtime fits: stop and copy
-    # anyway (Xen) or give up and leave the VM at the source.
-    on_limit: Literal["switchover", "abort"] = "switchover"
+    # What to do when a limit is hit before the downtime fits: give up and leave
+    # the VM running at the source, or stop and copy anyway (Xen).
+    on_limit: Literal["switchover", "abort"] = "abort"
+    # Auto-converge (QEMU): when a round dirties at least half of what it sent,
+    # twice running, throttle the guest: 20% first, then 10% more each step.
+    auto_converge: bool = False
+    throttle_initial_pct: int = 20
+    throttle_increment_pct: int = 10
+    # The stall detector: remaining bytes not down by 10% over this many rounds.
+    stall_rounds: int = 3
+    # What a stall does: keep going (until a limit), throttle the guest, switch to
+    # post-copy, or abort.
+    on_stall: Literal["continue", "throttle", "postcopy", "abort"] = "continue"
+    # The switchover guard: a stop-and-copy that has run limit x (1 + slack)
+    # without finishing is cancelled and the source resumes; at most this often.
+    switchover_guard_slack: float = 0.5
+    switchover_cancels_max: int = 2
+    # Post-copy: after this many pre-copy rounds without converging (or on a stall
+    # with on_stall="postcopy"), run the VM at the destination and pull the rest.
+    postcopy: bool = False
+    postcopy_after_rounds: int = 3
     # 16 MiB batches, 4 in flight: fewer Ray calls, whose fixed cost dominates
     # small batches. Measured against 4 MiB x 8 with jobs/bench_migration.py
     # --batch-pages 1024 --window 8 on the 2-core dev machine: kv 581 vs 452 MB/s,
@@ -58,8 +81,23 @@ class MigrationConfig:
         """Return self, or raise ConfigError naming the bad value and its allowed range."""
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"migration config {name}={getattr(self, name)!r}: {why}")
-        if not 1 <= self.downtime_ms_limit <= 60_000:
-            raise bad("downtime_ms_limit", "use 1..60000 ms")
+        if self.downtime_ms_limit is not None and not 1 <= self.downtime_ms_limit <= 60_000:
+            raise bad("downtime_ms_limit", "use 1..60000 ms, or None for the mode's target")
+        if set(self.downtime_targets_ms) != {"datacenter", "hybrid", "internet"} or \
+                not all(1 <= v <= 60_000 for v in self.downtime_targets_ms.values()):
+            raise bad("downtime_targets_ms", "give datacenter, hybrid and internet targets in 1..60000 ms")
+        if not 1 <= self.throttle_initial_pct <= 99 or not 1 <= self.throttle_increment_pct <= 99:
+            raise bad("throttle_initial_pct", "throttle steps are 1..99 %")
+        if not 2 <= self.stall_rounds <= 100:
+            raise bad("stall_rounds", "use 2..100")
+        if self.on_stall not in ("continue", "throttle", "postcopy", "abort"):
+            raise bad("on_stall", "use continue, throttle, postcopy or abort")
+        if self.on_stall == "postcopy" and not self.postcopy:
+            raise bad("on_stall", "postcopy on a stall needs postcopy=True")
+        if not 0 <= self.switchover_guard_slack <= 10 or not 0 <= self.switchover_cancels_max <= 10:
+            raise bad("switchover_guard_slack", "slack 0..10, cancels 0..10")
+        if not 1 <= self.postcopy_after_rounds <= 1000:
+            raise bad("postcopy_after_rounds", "use 1..1000")
         if not 1 <= self.rounds_max <= 1000:
             raise bad("rounds_max", "use 1..1000")
         if not 1.0 <= self.bytes_max_factor <= 100.0:
@@ -87,6 +125,12 @@ class MigrationConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+    def downtime_limit_for(self, mode: str | None) -> float:
+        """The downtime limit in ms: the explicit one, or the target of the link's mode."""
+        if self.downtime_ms_limit is not None:
+            return self.downtime_ms_limit
+        return self.downtime_targets_ms.get(mode or "datacenter", self.downtime_targets_ms["datacenter"])
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> MigrationConfig:

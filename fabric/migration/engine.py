@@ -23,7 +23,7 @@ import numpy as np
 
 from fabric.memory.layout import PAGE_SIZE
 from fabric.memory.pagestore import PageStore
-from fabric.memory.vm import DeviceState
+from fabric.memory.vm import THROTTLE_PCT_MAX, DeviceState
 from fabric.migration import commands as cmd
 from fabric.migration.config import FaultPlan, MigrationConfig
 from fabric.migration.encoders import BatchEncoder, RawBatchEncoder
@@ -35,6 +35,12 @@ from fabric.wire import BatchHeader
 # are only needed when the destination could not resolve a page sent by
 # reference. A peer that keeps missing pages after this many passes is broken.
 FINAL_PASSES_MAX = 4
+# The stall detector counts a round as progress when what remains fell by this much.
+STALL_PROGRESS_MIN = 0.10
+# Auto-converge steps when a round dirties at least this share of what it sent,
+# this many rounds running (QEMU's mig_throttle_guest_down heuristic: 50%, twice).
+THROTTLE_DIRTY_SHARE = 0.5
+THROTTLE_ROUNDS = 2
 
 
 class InjectedEngineError(RuntimeError):
@@ -92,7 +98,7 @@ class MigrationEngine:
         self.phase = Phase.SETUP
         self.report = MigrationReport(
             vm=vm, source=source, destination=destination, epoch=epoch,
-            memory_bytes=memory.nbytes, downtime_ms_limit=config.downtime_ms_limit,
+            memory_bytes=memory.nbytes, downtime_ms_limit=config.downtime_limit_for(None),
             verify=config.verify, workload=workload, vm_location=source)
         if link is not None:
             self.report.link = link
@@ -114,6 +120,16 @@ class MigrationEngine:
         self._link_bytes_per_s: float | None = None
         self._rtt_s = 0.0
         self.predictor = BandwidthPredictor()
+        self._mode: str | None = None
+        # Blocking commands to carry out before anything else, each with what to do once done.
+        self._queued: list[tuple[Any, Any]] = []
+        self._throttle_pct = 0
+        self._throttling = config.auto_converge  # the stall detector may switch it on too
+        self._heavy_rounds = 0
+        self._remaining_history: list[float] = []
+        self._switchover_cancels = 0
+        self._guard_tripped = False
+        self._postcopy = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -124,6 +140,8 @@ class MigrationEngine:
             return cmd.Finished(report=self.report)
         if self.phase is Phase.ABORTING:
             return self._next_abort_step(now)
+        if self._queued:
+            return self._block(self._queued[0][0])
         if self.phase in (Phase.PRECOPY, Phase.STOPCOPY) and \
                 now - self._t0 > self.config.total_time_s_max:
             self._begin_abort(f"deadline: not finished within {self.config.total_time_s_max:g} s", now)
@@ -178,10 +196,24 @@ class MigrationEngine:
         if bytes_per_s:
             self.predictor.seed(bytes_per_s)  # only takes effect before the first round ends
 
+    def observe_mode(self, mode: str) -> None:
+        """The link's mode (PBA); it sets the downtime target unless the config fixes one."""
+        self._mode = mode
+        self.report.mode = mode
+        self.report.downtime_ms_limit = self.config.downtime_limit_for(mode)
+
+    def _limit_ms(self) -> float:
+        return self.config.downtime_limit_for(self._mode)
+
     def command_done(self, now: float, result: Any = None) -> None:
         """The outstanding blocking command succeeded, with `result` where it has one."""
         pending, self._pending = self._pending, None
         assert pending is not None, "no command outstanding"
+        if self._queued and self._queued[0][0] is pending:
+            _, then = self._queued.pop(0)
+            if then is not None:
+                then(now)
+            return
         if isinstance(pending, cmd.PrepareDestination):
             self.report.setup_time_ms = (now - self._t0) * 1000
             self.phase = Phase.PRECOPY
@@ -218,7 +250,8 @@ class MigrationEngine:
             self.phase = Phase.RELEASING
         elif isinstance(pending, cmd.ReleaseSource):
             self._finish("completed", now)
-        elif isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource):
+        elif isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource
+                        | cmd.ThrottleSource):
             self._abort_step_done(pending, now, error=None)
         else:
             raise AssertionError(f"unexpected completion of {pending}")
@@ -226,7 +259,11 @@ class MigrationEngine:
     def command_failed(self, reason: str, now: float) -> None:
         """The outstanding command (or the transfer) failed; the engine aborts if it still can."""
         pending, self._pending = self._pending, None
-        if isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource):
+        if self._queued and self._queued[0][0] is pending:
+            self._queued.pop(0)
+            self._begin_abort(f"{type(pending).__name__} failed: {reason}", now)
+        elif isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource
+                        | cmd.ThrottleSource):
             self._abort_step_done(pending, now, error=reason)
         elif isinstance(pending, cmd.CommitOwnership):
             # The commit may or may not have been applied: ask before deciding.
@@ -317,6 +354,13 @@ class MigrationEngine:
     def _next_transfer_command(self, now: float) -> cmd.Command:
         rnd = self._round
         assert rnd is not None
+        if rnd.final and self._guard_should_trip(rnd, now):
+            self._guard_tripped = True
+        if self._guard_tripped:
+            if self._inflight:
+                return cmd.AwaitAck()  # let what is on the wire land, then call the switchover off
+            self._cancel_switchover(rnd, now)
+            return self.next_command(now)
         if rnd.cursor < rnd.pages.size:
             if len(self._inflight) >= self.config.inflight_batches_max:
                 return cmd.AwaitAck()
@@ -393,22 +437,66 @@ class MigrationEngine:
         self.report.dirty_rate_mbps = stats.dirty_rate_mbps
         self.report.expected_downtime_ms = expected_ms
         self.report.remaining_bytes = dirty * PAGE_SIZE
-        if dirty == 0 or expected_ms <= self.config.downtime_ms_limit:
+        self.report.downtime_ms_limit = limit_ms = self._limit_ms()
+        if dirty == 0 or expected_ms <= limit_ms:
             self._switchover("converged" if dirty else "nothing_dirty")
             return
+        self._remaining_history.append(final_bytes)
+        stalled = self._stalled()
+        if stalled:
+            self.report.stalls += 1
+        if self.config.postcopy and (self._precopy_rounds >= self.config.postcopy_after_rounds
+                                     or (stalled and self.config.on_stall == "postcopy")):
+            self._switchover("postcopy_stall" if stalled else "postcopy_rounds", postcopy=True)
+            return
+        if stalled and self.config.on_stall == "abort":
+            self._begin_abort(f"stalled: what remains did not fall by {STALL_PROGRESS_MIN:.0%} over "
+                              f"{self.config.stall_rounds} rounds", now)
+            return
+        force_throttle = stalled and self.config.on_stall == "throttle"
+        if force_throttle:
+            self._throttling = True
         limit = None
         if self._precopy_rounds >= self.config.rounds_max:
             limit = "rounds_max"
         elif self.report.raw_bytes >= self.config.bytes_max_factor * self.memory.nbytes:
             limit = "bytes_max"
-        if limit is None:
-            self._start_round(rnd.index + 1, now)
-        elif self.config.on_limit == "switchover":
-            self._switchover(limit)
-        else:
-            self._begin_abort(f"did not converge: {limit} reached with expected downtime "
-                              f"{expected_ms:.0f} ms over the {self.config.downtime_ms_limit:g} ms limit",
-                              now)
+        if limit is not None:
+            if self.config.on_limit == "switchover":
+                self._switchover(limit)
+            else:
+                self._begin_abort(f"did not converge: {limit} reached with expected downtime "
+                                  f"{expected_ms:.0f} ms over the {limit_ms:g} ms limit", now)
+            return
+        self._start_round(rnd.index + 1, now)
+        self._maybe_throttle(dirty * PAGE_SIZE, rnd.raw_bytes, force=force_throttle)
+
+    def _stalled(self) -> bool:
+        """What remains has not fallen by STALL_PROGRESS_MIN over the last stall_rounds rounds."""
+        h, n = self._remaining_history, self.config.stall_rounds
+        return len(h) > n and h[-1] > (1 - STALL_PROGRESS_MIN) * h[-1 - n]
+
+    def _maybe_throttle(self, dirty_bytes: int, sent_bytes: int, *, force: bool = False) -> None:
+        """Auto-converge: step the guest's throttle after two rounds running that dirty half of what
+        they sent (QEMU), or at once when the stall detector calls for it (`force`)."""
+        if not self._throttling:
+            return
+        heavy = sent_bytes > 0 and dirty_bytes >= THROTTLE_DIRTY_SHARE * sent_bytes
+        self._heavy_rounds = self._heavy_rounds + 1 if heavy else 0
+        if self._heavy_rounds < THROTTLE_ROUNDS and not force:
+            return
+        self._heavy_rounds = 0
+        cfg = self.config
+        step = cfg.throttle_initial_pct if self._throttle_pct == 0 else cfg.throttle_increment_pct
+        pct = min(THROTTLE_PCT_MAX, self._throttle_pct + step)
+        if pct == self._throttle_pct:
+            return
+
+        def applied(now: float, pct: int = pct) -> None:
+            self._throttle_pct = pct
+            self.report.throttle_pct_max = max(self.report.throttle_pct_max, pct)
+            self.report.throttle_steps += 1
+        self._queued.append((cmd.ThrottleSource(pct=pct), applied))
 
     def _mark_downtime(self, step: str, now: float) -> None:
         """Charge the time since the last downtime step (or the pause) to `step`."""
@@ -416,8 +504,40 @@ class MigrationEngine:
         spent = sum(self.report.downtime_breakdown_ms.values()) / 1000
         self.report.downtime_breakdown_ms[step] = (now - self._paused_at - spent) * 1000
 
-    def _switchover(self, reason: str) -> None:
+    def _guard_should_trip(self, rnd: _Round, now: float) -> bool:
+        """The switchover guard: the stop-and-copy has overrun limit x (1 + slack) with pages unsent."""
+        cfg = self.config
+        return (not self._guard_tripped and self._paused_at is not None
+                and self._switchover_cancels < cfg.switchover_cancels_max
+                and rnd.cursor < rnd.pages.size
+                and (now - self._paused_at) * 1000 > self._limit_ms() * (1 + cfg.switchover_guard_slack))
+
+    def _cancel_switchover(self, rnd: _Round, now: float) -> None:
+        """Resume the source and go back to pre-copy; the final round's unsent pages go next round."""
+        self._guard_tripped = False
+        self._switchover_cancels += 1
+        self.report.switchovers_cancelled = self._switchover_cancels
+        self._resend.update(int(p) for p in rnd.pages[rnd.cursor:])
+        duration = max(now - rnd.started, 1e-9)
+        self._transfer_s += duration
+        self.report.round_stats.append(RoundStats(
+            index=rnd.index, pages=rnd.acked_pages, raw_bytes=rnd.raw_bytes, wire_bytes=rnd.wire_bytes,
+            started_s=rnd.started - self._t0, duration_s=duration,
+            bandwidth_mbps=rnd.wire_bytes / duration / MB, cancelled=True))
+
+        def resumed(t: float, index: int = rnd.index + 1) -> None:
+            self._paused_at = None
+            self._device = None
+            self._source_digest = None
+            self._final_passes = 0
+            self.report.downtime_breakdown_ms = {}
+            self.phase = Phase.PRECOPY
+            self._start_round(index, t)
+        self._queued.append((cmd.ResumeSource(), resumed))
+
+    def _switchover(self, reason: str, *, postcopy: bool = False) -> None:
         self.report.switchover_reason = reason
+        self._postcopy = postcopy
         self.phase = Phase.PAUSING
 
     # -- ending ---------------------------------------------------------------
@@ -428,8 +548,11 @@ class MigrationEngine:
         self._inflight.clear()  # the shell drops its in-flight sends
         steps: list[Any] = [cmd.AbortOwnership(epoch=self.epoch, reason=reason),
                             cmd.DiscardDestination(epoch=self.epoch)]
+        if self._throttle_pct:
+            steps.append(cmd.ThrottleSource(pct=0))
         if self._paused_at is not None:
             steps.append(cmd.ResumeSource())
+        self._queued.clear()
         self._abort_steps = steps
 
     def _next_abort_step(self, now: float) -> cmd.Command:

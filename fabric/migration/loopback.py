@@ -77,6 +77,8 @@ class _LoopbackShell:
                 self.incoming.discard()
         elif isinstance(command, cmd.ResumeSource):
             vm.resume(now)
+        elif isinstance(command, cmd.ThrottleSource):
+            vm.set_throttle(command.pct)
         else:
             raise AssertionError(f"unhandled command {command}")
         return None
@@ -101,7 +103,7 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
                              epoch=begun.migration.epoch, memory=vm.memory, config=config,
                              requested_at=clock.now(), faults=faults, workload=vm.workload.describe(),
                              encoder=make_encoder(config, vm.memory.pages, str(mode)))
-    engine.report.mode = str(mode)
+    engine.observe_mode(str(mode))
     engine.observe_link(link_bytes_per_s)
     shell = _LoopbackShell(vm, ledger, clock)
     sent: deque[cmd.SendBatch] = deque()

@@ -26,6 +26,7 @@ class RoundStats:
     dirty_rate_mbps: float = 0.0
     expected_downtime_ms: float = 0.0  # remaining / bandwidth, as the round ended
     final: bool = False
+    cancelled: bool = False  # a stop-and-copy the switchover guard called off
 
 
 @dataclass(kw_only=True)
@@ -60,7 +61,12 @@ class MigrationReport:
     dirty_pages_rate: float = 0.0  # pages/s over the last round
     dirty_rate_mbps: float = 0.0
     throughput_mbps: float = 0.0  # wire bytes over the transfer time
-    switchover_reason: str = ""  # converged | rounds_max | bytes_max | nothing_dirty
+    switchover_reason: str = ""  # converged | nothing_dirty | rounds_max | bytes_max | postcopy_*
+    # convergence control
+    throttle_steps: int = 0  # auto-converge steps taken
+    throttle_pct_max: int = 0  # the deepest throttle the guest ran under
+    stalls: int = 0  # rounds the stall detector flagged
+    switchovers_cancelled: int = 0  # stop-and-copies the guard called off (the source resumed)
     source_digest: str = ""
     destination_digest: str = ""
     verify: str = ""
