@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from fabric.errors import MalformedBatchError
+import numpy as np
+
+from fabric.errors import FabricError, MalformedBatchError
+from fabric.memory import PageStore
 from fabric.migration import IncomingMigration
 from fabric.migration.config import INFLIGHT_BATCHES_MAX
 
@@ -83,3 +89,63 @@ class IncomingApplier:
             self._ready.set()
             if self._queue.empty():
                 self._idle.set()
+
+
+class PostcopyFaultError(FabricError):
+    """A post-copy page never came from the source within the recovery deadline: the guest is lost."""
+
+
+# Fault latencies kept for the percentiles in the report.
+FAULT_SAMPLES_MAX = 10_000
+
+
+class PostcopyFaults:
+    """Serves the destination guest's page faults in post-copy, on the vCPU thread.
+
+    A fault asks the source for the pages (fire and forget), then waits for them
+    to land; it asks again every `retry_s` (a lost request, or a source busy
+    reconnecting) and gives up only after `recovery_s_max`, when the guest is
+    paused as lost.
+    """
+
+    def __init__(self, *, memory: PageStore, request: Callable[[list[int]], None], retry_s: float,
+                 recovery_s_max: float) -> None:
+        self._memory = memory
+        self._request = request
+        self._retry_s = retry_s
+        self._recovery_s_max = recovery_s_max
+        self._lock = threading.Lock()
+        self.faults = 0
+        self.requests = 0
+        self._latencies_ms: list[float] = []
+
+    def __call__(self, pages: np.ndarray) -> None:
+        """Block until `pages` are present (PostcopyFaultError after the recovery deadline)."""
+        start = time.monotonic()
+        with self._lock:
+            self.faults += int(pages.size)
+        while True:
+            missing = self._memory.missing_of(pages)
+            if missing.size == 0:
+                break
+            with self._lock:
+                self.requests += 1
+            with contextlib.suppress(Exception):  # a dead source: the wait below runs out
+                self._request(missing.tolist())
+            if self._memory.wait_present(missing, self._retry_s):
+                break
+            if time.monotonic() - start > self._recovery_s_max:
+                raise PostcopyFaultError(f"{missing.size} pages never came from the source in "
+                                         f"{self._recovery_s_max:g} s")
+        with self._lock:
+            if len(self._latencies_ms) < FAULT_SAMPLES_MAX:
+                self._latencies_ms.append((time.monotonic() - start) * 1000)
+
+    def stats(self) -> dict[str, Any]:
+        """Faulted pages, requests sent, and fault latency percentiles (ms)."""
+        with self._lock:
+            lat = sorted(self._latencies_ms)
+        pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: None)
+        return {"faults": self.faults, "requests": self.requests, "fault_events": len(lat),
+                "fault_ms_p50": pick(0.5), "fault_ms_p99": pick(0.99),
+                "fault_ms_max": lat[-1] if lat else None}

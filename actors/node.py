@@ -8,6 +8,7 @@ workloads on a vCPU thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -28,8 +29,8 @@ from actors.consensus import (
     ReplicatedHandle,
     SingleWriterHandle,
 )
-from actors.incoming import IncomingApplier
-from actors.metrics import MigrationMetrics
+from actors.incoming import IncomingApplier, PostcopyFaults
+from actors.metrics import LedgerMetrics, MigrationMetrics
 from actors.names import LEDGER, NAMESPACE, node_actor
 from actors.outgoing import OutgoingMigration, Peer
 from fabric.clock import WallClock
@@ -61,6 +62,7 @@ from fabric.transport import Ack, Chunk, LinkSpec, TransportConfig, default_link
 log = logging.getLogger("novacron.node")
 
 VCPU_TICK_S = 0.005  # how often running guests get their writes; 5 ms keeps bursts small
+VCPU_STALL_S = 0.05  # an advance that took longer was stalled (post-copy faults), not computing
 PROBE_BYTES_MAX = 1 << 20  # a setup probe chunk; anything larger is not a probe
 RESULTS_WAIT_S_MAX = 5.0  # a long poll for batch results holds a call at most this long
 MIB = 1 << 20
@@ -96,6 +98,7 @@ class NodeActor:
         self._vms: dict[str, _Hosted] = {}
         self._incoming: dict[str, IncomingMigration] = {}
         self._appliers: dict[str, IncomingApplier] = {}
+        self._postcopy_faults: dict[str, PostcopyFaults] = {}
         self._outgoing: dict[str, OutgoingMigration] = {}
         self._reserved_mib: dict[str, float] = {}  # VMs being booted
         self._clock = WallClock()
@@ -132,10 +135,13 @@ class NodeActor:
                     continue
                 try:
                     hosted.vm.advance(now)
+                    done = time.monotonic()
+                    if done - now > VCPU_STALL_S:
+                        hosted.vm.rebase(done)  # stalled on page faults: that time is gone, not owed
                 except Exception as e:  # a workload bug must not take the node down
                     log.exception("workload of %s failed; pausing it", hosted.vm.name)
                     hosted.error = f"workload failed: {e!r}"
-                    hosted.vm.pause(now)
+                    hosted.vm.pause(now, run_due=False)
             time.sleep(VCPU_TICK_S)
 
     def _hosted(self, name: str) -> _Hosted:
@@ -147,7 +153,8 @@ class NodeActor:
     def memory_mib_used(self) -> float:
         """Guest memory held here: hosted VMs, incoming copies and VMs being booted."""
         used = sum(h.vm.memory.nbytes for h in self._vms.values())
-        used += sum(i.memory.nbytes for i in self._incoming.values())
+        # A post-copy VM is both hosted and still incoming: one memory, counted once.
+        used += sum(i.memory.nbytes for i in self._incoming.values() if i.vm not in self._vms)
         return used / MIB + sum(self._reserved_mib.values())
 
     def _reserve(self, memory_mib: float, what: str) -> None:
@@ -327,12 +334,57 @@ class NodeActor:
         inc = self._incoming_for(vm, epoch)
         await self._check_owner(vm, epoch)
         restored = inc.activate()
-        del self._incoming[vm]
-        applier = self._appliers.pop(vm, None)
-        if applier is not None:
-            applier.close()
+        if not inc.postcopy:
+            del self._incoming[vm]
+            applier = self._appliers.pop(vm, None)
+            if applier is not None:
+                applier.close()
+        # In post-copy the copy stays incoming too: its last pages still arrive.
         self._vms[vm] = _Hosted(vm=restored, epoch=epoch)
         restored.resume(self._clock.now())
+
+    # -- post-copy ----------------------------------------------------------------------
+
+    def start_postcopy(self, vm: str, epoch: int, device_state: dict[str, Any], missing: np.ndarray,
+                       fault_retry_s: float, recovery_s_max: float) -> None:
+        """The source hands over early: pages `missing` will fault in from it once the VM runs here."""
+        inc = self._incoming_for(vm, epoch)
+        source = ray.get_actor(node_actor(inc.source), namespace=NAMESPACE)
+        faults = PostcopyFaults(memory=inc.memory, retry_s=fault_retry_s, recovery_s_max=recovery_s_max,
+                                request=lambda pages: source.postcopy_request.remote(vm, epoch, pages))
+        inc.begin_postcopy(device_state, missing, faults)
+        self._postcopy_faults[vm] = faults
+
+    async def finish_postcopy(self, vm: str, epoch: int) -> tuple[str, dict[str, Any]]:
+        """Every page is in: the received image's digest and the fault stats; it stops being incoming."""
+        applier = self._applier(vm, epoch)
+        await applier.wait_idle()
+        inc = self._incoming_for(vm, epoch)
+        digest = inc.end_postcopy()
+        faults = self._postcopy_faults.pop(vm)
+        del self._incoming[vm]
+        self._appliers.pop(vm).close()
+        return digest, faults.stats()
+
+    async def reopen_incoming(self, vm: str, epoch: int, hello: bytes) -> bytes:
+        """The source reconnects during post-copy: a new handshake, a fresh stream, the same memory."""
+        inc = self._incoming_for(vm, epoch)
+        if not inc.postcopy:
+            raise VmStateError(f"incoming {vm} is not in post-copy; a broken pre-copy aborts instead")
+        old = self._appliers.pop(vm, None)
+        if old is not None:
+            with contextlib.suppress(Exception):  # what it held is sent again on the new stream
+                await asyncio.wait_for(old.wait_idle(), RESULTS_WAIT_S_MAX)
+            old.close()
+        inc.reset_stream()
+        context = migration_context(vm=vm, epoch=epoch, source=inc.source, destination=self.name)
+        return inc.respond(self._identity, self._peer_key(inc.source), context, hello)
+
+    def postcopy_request(self, vm: str, epoch: int, pages: list[int]) -> None:
+        """The destination faulted on `pages`: the outgoing migration sends them first."""
+        outgoing = self._outgoing.get(vm)
+        if outgoing is not None and outgoing.epoch == epoch and isinstance(pages, list):
+            outgoing.request_pages(pages)
 
     def discard_incoming(self, vm: str, epoch: int) -> None:
         """Drop a partial copy (idempotent)."""
@@ -343,6 +395,7 @@ class NodeActor:
             applier = self._appliers.pop(vm, None)
             if applier is not None:
                 applier.close()
+            self._postcopy_faults.pop(vm, None)
 
     # -- the ledger -----------------------------------------------------------------------
 
@@ -380,7 +433,8 @@ class NodeActor:
             now_ms=int(self._clock.now() * 1000))
         self._replica = ReplicaHost(rid=rid, replica=replica, storage=storage, state=state,
                                     replica_actors=replica_actors, clock=self._clock, tick_ms=cfg.tick_ms,
-                                    on_committed=self._on_committed)
+                                    on_committed=self._on_committed, metrics=LedgerMetrics(
+                                        dc=self.spec.dc, node=self.name, protocol=cfg.protocol))
 
     def consensus_deliver(self, messages: list[Any]) -> None:
         """Consensus messages from another replica."""
@@ -472,11 +526,12 @@ class NodeActor:
             check_owner=self._check_owner, release=lambda: self._vms.pop(vm, None),
             describe_error=describe_error)
         self._outgoing[vm] = outgoing
-        self._metrics.migration_started(dst_spec.dc)
+        self._metrics.migration_started(dst_spec.dc, in_flight=len(self._outgoing))
         try:
             report = await outgoing.run()
         finally:
             del self._outgoing[vm]
+            self._metrics.set_in_flight(len(self._outgoing))  # also when run() raised
         self._metrics.migration_finished(report, dst_spec.dc)
         return report
 

@@ -24,7 +24,7 @@ from fabric.ledger import AbortMigration, CommitMigration, command_to_dict
 from fabric.memory import RunState, Vm
 from fabric.migration import MigrationConfig, MigrationEngine
 from fabric.migration import commands as cmd
-from fabric.migration.encoders import profile_for
+from fabric.migration.encoders import make_encoder, profile_for
 from fabric.migration.framing import seal_batch
 from fabric.migration.report import MB
 from fabric.secure import HandshakeInitiator, NodeIdentity, SecureChannel, migration_context
@@ -89,6 +89,7 @@ class OutgoingMigration:
         self.transfer: OutgoingTransfer | None = None
         self._last_transfer: OutgoingTransfer | None = None
         self._mode: str | None = None
+        self._detector = ModeDetector()
 
     # -- the command loop -------------------------------------------------------------
 
@@ -162,6 +163,15 @@ class OutgoingMigration:
             return None
         if isinstance(command, cmd.VerifyDestination):
             return await dst.finish_incoming.remote(vm, epoch, command.device_state, command.full)
+        if isinstance(command, cmd.StartPostcopy):
+            self._check_link()
+            return await dst.start_postcopy.remote(vm, epoch, command.device_state, command.missing,
+                                                   command.fault_retry_s, command.recovery_s_max)
+        if isinstance(command, cmd.VerifyReceived):
+            self._check_link()
+            return await dst.finish_postcopy.remote(vm, epoch)
+        if isinstance(command, cmd.ReopenChannel):
+            return await self._reopen()
         if isinstance(command, cmd.CommitOwnership):
             return await self._ledger.submit(command_to_dict(CommitMigration(vm=vm, epoch=command.epoch)))
         if isinstance(command, cmd.QueryOwnership):
@@ -170,7 +180,11 @@ class OutgoingMigration:
                 raise UnknownVmError(f"ledger has no record of {vm}")
             return rec["owner"], rec["epoch"]
         if isinstance(command, cmd.ActivateDestination):
-            return await dst.activate_incoming.remote(vm, command.epoch)
+            result = await dst.activate_incoming.remote(vm, command.epoch)
+            if self.engine.faults.link_down_in_postcopy_s and self._link is not None and \
+                    self.engine.report.postcopy:
+                self._link.set_down(self._clock.now() + self.engine.faults.link_down_in_postcopy_s)
+            return result
         if isinstance(command, cmd.ReleaseSource):
             self.vm.stop()
             self._release()
@@ -191,25 +205,56 @@ class OutgoingMigration:
     async def _open(self, command: cmd.PrepareDestination) -> None:
         """Handshake through the destination, probe the link, start the transfer."""
         vm, epoch, dst = command.vm, command.epoch, self.peer.actor
-        context = migration_context(vm=vm, epoch=epoch, source=self.node, destination=self.peer.name)
-        initiator = HandshakeInitiator(self._identity, self.peer.public_key, context)
+        initiator = self._initiator()
         reply, holdings = await dst.prepare_incoming.remote(vm, epoch, command.pages, self.node,
                                                              initiator.hello())
-        finished, keys = initiator.finish(reply)
-        await dst.confirm_incoming.remote(vm, epoch, finished, self.transport_config.to_dict())
-        self._channel = SecureChannel(keys, role="initiator")
+        await self._finish_handshake(initiator, reply)
         probe = await self._probe()
-        detector = ModeDetector()
-        sender = TransportSender(self.transport_config, now=self._clock.now(), probe=probe,
-                                 mode_detector=detector)
+        self._start_transfer(probe)
         if probe is not None:
-            detector.classify(probe.rtt_s, probe.bandwidth_bytes_per_s * 8)
+            self._detector.classify(probe.rtt_s, probe.bandwidth_bytes_per_s * 8)
         self.engine.encoder.add_destination_holdings(holdings)
+        self._observe_link()
+
+    async def _reopen(self) -> None:
+        """Post-copy lost its path: a new handshake, a fresh stream (codec and sequence from 0)."""
+        await self._drop_transfer()
+        self._check_link()
+        vm, epoch, dst = self.engine.report.vm, self.epoch, self.peer.actor
+        initiator = self._initiator()
+        reply = await dst.reopen_incoming.remote(vm, epoch, initiator.hello())
+        await self._finish_handshake(initiator, reply)
+        self._start_transfer(None)
+        self.engine.reset_stream(make_encoder(self._config, self.vm.memory.pages, self._mode or "datacenter"))
+
+    def _initiator(self) -> HandshakeInitiator:
+        context = migration_context(vm=self.engine.report.vm, epoch=self.epoch, source=self.node,
+                                    destination=self.peer.name)
+        return HandshakeInitiator(self._identity, self.peer.public_key, context)
+
+    async def _finish_handshake(self, initiator: HandshakeInitiator, reply: bytes) -> None:
+        finished, keys = initiator.finish(reply)
+        await self.peer.actor.confirm_incoming.remote(self.engine.report.vm, self.epoch, finished,
+                                                      self.transport_config.to_dict())
+        self._channel = SecureChannel(keys, role="initiator")
+
+    def _start_transfer(self, probe: ProbeResult | None) -> None:
+        vm, epoch, dst = self.engine.report.vm, self.epoch, self.peer.actor
+        sender = TransportSender(self.transport_config, now=self._clock.now(), probe=probe,
+                                 mode_detector=self._detector)
         self.transfer = OutgoingTransfer(
             sender=sender, link=self._link, clock=self._clock,
             deliver=lambda chunks: dst.receive_chunks.remote(vm, epoch, chunks),
             fetch_results=lambda timeout_s: dst.await_results.remote(vm, epoch, timeout_s))
-        self._observe_link()
+
+    def _check_link(self) -> None:
+        """Control messages cross the same (emulated) link: a partition stops them too."""
+        if self._link is not None and self._link.is_down(self._clock.now()):
+            raise ConnectionError("the emulated link to the destination is down")
+
+    def request_pages(self, pages: list[int]) -> None:
+        """The destination faulted on `pages` in post-copy: send them ahead of the rest."""
+        self.engine.request_pages(np.asarray(pages, dtype=np.int64), self._clock.now())
 
     async def _probe(self) -> ProbeResult | None:
         """A short train through the (emulated) link: bandwidth from the ack spread, RTT from the fastest.

@@ -436,3 +436,70 @@ def test_the_switchover_guard_calls_off_an_overrunning_stop_and_copy() -> None:
     assert r.status == "completed", r.abort_reason
     assert slow["pauses"] == 2 and r.downtime_ms <= 100 * 1.5
     assert np.array_equal(res.destination.memory.view(), expected_memory(spec, vm.guest_time_s))
+
+
+# -- post-copy ------------------------------------------------------------------------------------
+
+def test_a_writer_faster_than_the_link_converges_with_post_copy() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    res = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                  config=MigrationConfig(postcopy=True, postcopy_after_rounds=2, **RAW))
+    r = res.report
+    assert r.status == "completed", r.abort_reason
+    assert r.postcopy and r.switchover_reason == "postcopy_rounds" and r.postcopy_pages > 0
+    assert r.faults["faults"] > 0, "the guest ran at the destination and touched pages not yet there"
+    assert r.source_digest == r.destination_digest  # every page arrived as the source froze it
+    assert r.downtime_ms < 50  # the hand-off only: no stop-and-copy of the dirty set
+    dst = res.destination
+    assert dst.state is RunState.RUNNING and dst.memory.missing_count == 0
+    assert dst.guest_time_s > vm.guest_time_s  # it kept running during post-copy
+    # and what it holds is exactly the guest's own timeline, continued at the destination
+    assert np.array_equal(dst.memory.view(), expected_memory(FAST_WRITER, dst.guest_time_s))
+    assert ledger.record("vm").owner == "dst" and vm.state is RunState.STOPPED
+
+
+def test_post_copy_survives_a_broken_path_and_resumes_when_it_is_back() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+    state = {"postcopy_acks": 0, "breaks": 0}
+
+    def the_path_breaks_twice_in_post_copy(c) -> None:
+        if isinstance(c, cmd.AwaitAck) and res_engine["e"].phase.value == "postcopy":
+            state["postcopy_acks"] += 1
+            if state["postcopy_acks"] in (2, 3):
+                state["breaks"] += 1
+                raise ConnectionError("the link to the destination is down")
+        if isinstance(c, cmd.ReopenChannel) and state["breaks"] == 1:
+            state["breaks"] += 1
+            raise ConnectionError("still down")  # the first reconnect fails too
+    res_engine: dict = {}
+    original = MigrationEngine.__init__
+
+    def capture(self, *a, **k):
+        original(self, *a, **k)
+        res_engine["e"] = self
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MigrationEngine, "__init__", capture)
+        res = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK,
+                      intercept=the_path_breaks_twice_in_post_copy,
+                      config=MigrationConfig(postcopy=True, postcopy_after_rounds=2, **RAW))
+    r = res.report
+    assert r.status == "completed", r.abort_reason
+    assert r.postcopy_recoveries >= 2 and state["breaks"] >= 2
+    assert r.source_digest == r.destination_digest
+    assert np.array_equal(res.destination.memory.view(),
+                          expected_memory(FAST_WRITER, res.destination.guest_time_s))
+
+
+def test_post_copy_gives_up_only_after_its_recovery_deadline_and_says_so() -> None:
+    clock, ledger, vm = setup(FAST_WRITER)
+
+    def never_again(c) -> None:
+        if isinstance(c, cmd.ReopenChannel | cmd.AwaitAck) and vm.state is RunState.PAUSED:
+            raise ConnectionError("the source lost its path for good")
+    r = migrate(vm, ledger, clock, link_bytes_per_s=SLOW_LINK, intercept=never_again,
+                config=MigrationConfig(postcopy=True, postcopy_after_rounds=1, postcopy_recovery_s_max=5,
+                                       **RAW)).report
+    assert r.status == "failed" and "post-copy lost its path" in r.abort_reason
+    assert "waits at the destination" in r.abort_reason
+    assert ledger.record("vm").owner == "dst"  # ownership moved at the hand-off; the source stays fenced
+    assert vm.state is RunState.PAUSED

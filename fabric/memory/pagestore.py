@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,6 +33,13 @@ class PageStore:
         self._hash = np.full(pages, ZERO_PAGE_HASH, dtype=np.uint64)
         self._hash_stale = np.zeros(pages, dtype=bool)
         self._lock = threading.Lock()
+        # Post-copy: pages still at the source. A write to one first faults it in.
+        self._missing: np.ndarray | None = None
+        self._missing_count = 0
+        self._present = threading.Condition(self._lock)
+        self._fault_handler: Callable[[np.ndarray], None] | None = None
+        # Post-copy: each page's hash as the source sent it (guest writes do not touch it).
+        self._received_hash: np.ndarray | None = None
 
     # -- geometry -------------------------------------------------------------
 
@@ -53,6 +61,7 @@ class PageStore:
         if contents.shape != (idx.size, PAGE_SIZE) or contents.dtype != np.uint8:
             raise ValueError(f"contents must be uint8 ({idx.size}, {PAGE_SIZE}), "
                              f"not {contents.dtype} {contents.shape}")
+        self._fault_in(idx)
         with self._lock:
             self._data[idx] = contents
             self._mark_written(idx)
@@ -67,6 +76,7 @@ class PageStore:
             raise ValueError("a record would cross its page boundary")
         flat = idx.astype(np.int64) * PAGE_SIZE + offsets.astype(np.int64)
         positions = flat[:, None] + np.arange(size, dtype=np.int64)[None, :]
+        self._fault_in(idx)
         with self._lock:
             self._data.reshape(-1)[positions] = records
             self._mark_written(idx)
@@ -79,6 +89,7 @@ class PageStore:
         if not data:
             return
         touched = np.arange(address // PAGE_SIZE, (end - 1) // PAGE_SIZE + 1)
+        self._fault_in(touched)
         with self._lock:
             self._data.reshape(-1)[address:end] = np.frombuffer(data, dtype=np.uint8)
             self._mark_written(touched)
@@ -102,13 +113,86 @@ class PageStore:
     # -- the receiving side of a migration ------------------------------------
 
     def apply_received(self, idx: np.ndarray, contents: np.ndarray, hashes: np.ndarray) -> None:
-        """Write pages that arrived with verified hashes; keeps those hashes (no rehash)."""
+        """Write pages that arrived with verified hashes; keeps those hashes (no rehash).
+
+        In post-copy only pages still missing are written: a page that is already
+        here may have been written by the guest since, and that write is newer.
+        """
         idx = self._check_idx(idx)
         with self._lock:
+            if self._missing is not None:
+                take = self._missing[idx]
+                idx, contents, hashes = idx[take], contents[take], hashes[take]
+                self._missing[idx] = False
+                self._missing_count -= int(idx.size)
+                assert self._received_hash is not None
+                self._received_hash[idx] = hashes
             self._data[idx] = contents
             self._generation[idx] += np.uint64(1)
             self._hash[idx] = hashes
             self._hash_stale[idx] = False
+            if self._missing is not None and idx.size:
+                self._present.notify_all()
+
+    # -- post-copy ----------------------------------------------------------------
+
+    def begin_postcopy(self, missing: np.ndarray, fault_handler: Callable[[np.ndarray], None]) -> None:
+        """Pages `missing` are still at the source; `fault_handler(pages)` must bring them before a write.
+
+        The handler runs on the writing thread, outside the lock, and returns
+        once the pages are present (or raises, and the write does not happen).
+        """
+        missing = self._check_idx(missing)
+        self.digest()  # every cached hash fresh: they are the received image of the pages here
+        with self._lock:
+            self._missing = np.zeros(self.pages, dtype=bool)
+            self._missing[missing] = True
+            self._missing_count = int(np.count_nonzero(self._missing))
+            self._received_hash = self._hash.copy()
+            self._fault_handler = fault_handler
+
+    def end_postcopy(self) -> None:
+        """Every page is here; writes no longer fault."""
+        with self._lock:
+            assert self._missing_count == 0, "post-copy ended with pages missing"
+            self._missing = None
+            self._fault_handler = None
+
+    @property
+    def missing_count(self) -> int:
+        """Pages still at the source (0 outside post-copy)."""
+        return self._missing_count
+
+    def missing_of(self, idx: np.ndarray) -> np.ndarray:
+        """Those of pages `idx` still missing."""
+        with self._lock:
+            if self._missing is None:
+                return idx[:0]
+            return idx[self._missing[idx]]
+
+    def wait_present(self, idx: np.ndarray, timeout_s: float) -> bool:
+        """Block until pages `idx` are present; False if `timeout_s` passed first."""
+        with self._present:
+            return self._present.wait_for(
+                lambda: self._missing is None or not self._missing[idx].any(), timeout_s)
+
+    def received_digest(self) -> str:
+        """Digest of the memory as the source sent it (post-copy), whatever the guest wrote since."""
+        with self._lock:
+            assert self._received_hash is not None, "not in post-copy"
+            return memory_digest(self._received_hash.copy())
+
+    def _fault_in(self, idx: np.ndarray) -> None:
+        # Read without the lock: missing bits only ever clear, so a stale True just
+        # sends the page to the handler, which finds it present.
+        missing = self._missing
+        if missing is None or self._missing_count == 0:
+            return
+        miss = np.unique(idx[missing[idx]])
+        if miss.size:
+            handler = self._fault_handler
+            assert handler is not None
+            handler(miss)
 
     # -- readers --------------------------------------------------------------
 

@@ -137,10 +137,22 @@ class Vm:
         self._writes += n
         return n
 
-    def pause(self, now: float) -> DeviceState:
-        """Stop the guest at `now` (after the writes due by then); no write happens after this returns."""
+    def rebase(self, now: float) -> None:
+        """Skip wall time up to `now` without running it: the guest was stalled (a page fault),
+        and a stalled guest does not make up for it in one burst afterwards."""
         with self._lock:
-            self._advance_locked(now)
+            if self._state is RunState.RUNNING:
+                self._last_now = now
+
+    def pause(self, now: float, *, run_due: bool = True) -> DeviceState:
+        """Stop the guest at `now` (after the writes due by then); no write happens after this returns.
+
+        `run_due=False` stops it where it is: for a guest whose last writes failed
+        (a post-copy page that never came), which must not be run again to stop it.
+        """
+        with self._lock:
+            if run_due:
+                self._advance_locked(now)
             if self._state is RunState.STOPPED:
                 raise VmStateError(f"VM {self.name} is stopped")
             self._state = RunState.PAUSED

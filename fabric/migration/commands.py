@@ -68,6 +68,26 @@ class VerifyDestination:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StartPostcopy:
+    """Hand the destination the device state and the pages it still lacks; it will fault them in."""
+
+    device_state: dict[str, Any]
+    missing: Any  # np.ndarray of page numbers
+    fault_retry_s: float
+    recovery_s_max: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReceived:
+    """Post-copy is over: complete with the destination's received-image digest and fault stats."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReopenChannel:
+    """Post-copy lost its path to the destination: handshake again and start a fresh stream."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommitOwnership:
     """Commit the migration in the ledger (the destination becomes the owner)."""
 
@@ -119,5 +139,6 @@ class Finished:
 
 
 Command = (PrepareDestination | SendBatch | AwaitAck | Wait | PauseSource | ThrottleSource | VerifyDestination
+           | StartPostcopy | VerifyReceived | ReopenChannel
            | CommitOwnership | QueryOwnership | ActivateDestination | ReleaseSource
            | AbortOwnership | DiscardDestination | ResumeSource | Finished)

@@ -49,6 +49,16 @@ class MigrationConfig:
     # with on_stall="postcopy"), run the VM at the destination and pull the rest.
     postcopy: bool = False
     postcopy_after_rounds: int = 3
+    # Post-copy batches are small and few in flight: a demand-faulted page waits
+    # behind at most 2 x 1 MiB of background pages (16 ms at 1 Gbit/s), plus an RTT.
+    postcopy_batch_pages: int = 256
+    postcopy_inflight_batches: int = 2
+    # The destination asks again for a page it faulted on if it has not come in this
+    # long (a lost request, or a source busy reconnecting).
+    postcopy_fault_retry_s: float = 1.0
+    # How long post-copy keeps trying to reach the destination (or the destination
+    # its source) before the guest is declared lost.
+    postcopy_recovery_s_max: float = 300.0
     # 16 MiB batches, 4 in flight: fewer Ray calls, whose fixed cost dominates
     # small batches. Measured against 4 MiB x 8 with jobs/bench_migration.py
     # --batch-pages 1024 --window 8 on the 2-core dev machine: kv 581 vs 452 MB/s,
@@ -98,6 +108,12 @@ class MigrationConfig:
             raise bad("switchover_guard_slack", "slack 0..10, cancels 0..10")
         if not 1 <= self.postcopy_after_rounds <= 1000:
             raise bad("postcopy_after_rounds", "use 1..1000")
+        if not 1 <= self.postcopy_batch_pages <= BATCH_PAGES_MAX:
+            raise bad("postcopy_batch_pages", f"use 1..{BATCH_PAGES_MAX}")
+        if not 1 <= self.postcopy_inflight_batches <= INFLIGHT_BATCHES_MAX:
+            raise bad("postcopy_inflight_batches", f"use 1..{INFLIGHT_BATCHES_MAX}")
+        if not 0.01 <= self.postcopy_fault_retry_s <= 60 or not 1 <= self.postcopy_recovery_s_max <= 86_400:
+            raise bad("postcopy_fault_retry_s", "fault retry 0.01..60 s, recovery 1..86400 s")
         if not 1 <= self.rounds_max <= 1000:
             raise bad("rounds_max", "use 1..1000")
         if not 1.0 <= self.bytes_max_factor <= 100.0:
@@ -156,6 +172,8 @@ class FaultPlan:
     tamper_batch_seq: int | None = None
     # Send the sealed message of this batch a second time (a replayed frame).
     replay_batch_seq: int | None = None
+    # Partition the (emulated) link for this long once post-copy starts.
+    link_down_in_postcopy_s: float = 0.0
 
     def validate(self) -> FaultPlan:
         """Return self, or raise ConfigError."""
@@ -163,6 +181,8 @@ class FaultPlan:
             raise ConfigError("engine_error_at_round must be >= 0")
         if not 0 <= self.delay_per_batch_s <= 10:
             raise ConfigError("delay_per_batch_s must be in 0..10 s")
+        if not 0 <= self.link_down_in_postcopy_s <= 3600:
+            raise ConfigError("link_down_in_postcopy_s must be in 0..3600 s")
         for name in ("tamper_batch_seq", "replay_batch_seq"):
             value = getattr(self, name)
             if value is not None and value < 0:

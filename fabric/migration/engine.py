@@ -14,7 +14,7 @@ The shell calls `next_command(now)` and carries the command out; see
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -55,9 +55,13 @@ class Phase(StrEnum):
     PAUSING = "pausing"
     STOPCOPY = "stop-and-copy"
     VERIFYING = "verifying"
+    POSTCOPY_HANDOFF = "postcopy-handoff"  # pages the destination lacks and the device state go over
     COMMITTING = "committing"
     RESOLVING = "resolving"  # the commit call failed; reading the ledger to learn its outcome
     ACTIVATING = "activating"
+    POSTCOPY = "postcopy"  # the VM runs at the destination; the rest of its pages follow
+    POSTCOPY_RECOVERING = "postcopy-recovering"  # the path to the destination failed: reconnecting
+    POSTCOPY_VERIFY = "postcopy-verify"
     RELEASING = "releasing"
     ABORTING = "aborting"
     DONE = "done"
@@ -81,6 +85,7 @@ class _InFlight:
     pages: int
     raw_bytes: int
     wire_bytes: int
+    idx: np.ndarray | None = None  # post-copy: which pages, to send again after a reconnect
 
 
 class MigrationEngine:
@@ -130,6 +135,13 @@ class MigrationEngine:
         self._switchover_cancels = 0
         self._guard_tripped = False
         self._postcopy = False
+        self._pc_needed: np.ndarray | None = None  # post-copy: pages the destination still lacks, unsent
+        self._pc_order: np.ndarray | None = None
+        self._pc_cursor = 0
+        self._pc_urgent: deque[int] = deque()  # demand-faulted pages, sent first
+        self._pc_started: float | None = None
+        self._pc_recover_deadline: float | None = None
+        self._pc_retry_at = 0.0
 
     # -- inputs ---------------------------------------------------------------
 
@@ -158,6 +170,20 @@ class MigrationEngine:
             assert self._device is not None
             return self._block(cmd.VerifyDestination(device_state=self._device.to_dict(),
                                                      full=self.config.verify == "full"))
+        if self.phase is Phase.POSTCOPY_HANDOFF:
+            assert self._device is not None and self._pc_order is not None
+            return self._block(cmd.StartPostcopy(
+                device_state=self._device.to_dict(), missing=self._pc_order,
+                fault_retry_s=self.config.postcopy_fault_retry_s,
+                recovery_s_max=self.config.postcopy_recovery_s_max))
+        if self.phase is Phase.POSTCOPY:
+            return self._next_postcopy_command(now)
+        if self.phase is Phase.POSTCOPY_RECOVERING:
+            if now < self._pc_retry_at:
+                return cmd.Wait(until=self._pc_retry_at)
+            return self._block(cmd.ReopenChannel())
+        if self.phase is Phase.POSTCOPY_VERIFY:
+            return self._block(cmd.VerifyReceived())
         if self.phase is Phase.COMMITTING:
             return self._block(cmd.CommitOwnership(epoch=self.epoch))
         if self.phase is Phase.RESOLVING:
@@ -177,7 +203,10 @@ class MigrationEngine:
         if lost:
             assert lost <= sent.pages
             self.encoder.forget(missing)
-            self._resend.update(int(p) for p in missing)
+            if self.phase is Phase.POSTCOPY:
+                self._requeue(missing)
+            else:
+                self._resend.update(int(p) for p in missing)
             self.report.pages_resent += lost
         applied = sent.pages - lost
         raw = applied * PAGE_SIZE
@@ -222,8 +251,19 @@ class MigrationEngine:
             assert isinstance(result, DeviceState)
             self._paused_at = now
             self._device = result
-            self.phase = Phase.STOPCOPY
-            self._start_final_round(now)
+            if self._postcopy:
+                self._begin_postcopy(now)
+            else:
+                self.phase = Phase.STOPCOPY
+                self._start_final_round(now)
+        elif isinstance(pending, cmd.StartPostcopy):
+            self.phase = Phase.COMMITTING
+        elif isinstance(pending, cmd.ReopenChannel):
+            self._pc_recover_deadline = None
+            self.report.postcopy_recoveries += 1
+            self.phase = Phase.POSTCOPY
+        elif isinstance(pending, cmd.VerifyReceived):
+            self._finish_postcopy(result, now)
         elif isinstance(pending, cmd.VerifyDestination):
             self._mark_downtime("verify", now)
             self.report.destination_digest = str(result)
@@ -247,7 +287,11 @@ class MigrationEngine:
             self._mark_downtime("activate", now)
             self.report.downtime_ms = (now - self._paused_at) * 1000
             self.report.vm_location = self.report.destination
-            self.phase = Phase.RELEASING
+            if self._postcopy:
+                self._pc_started = now
+                self.phase = Phase.POSTCOPY
+            else:
+                self.phase = Phase.RELEASING
         elif isinstance(pending, cmd.ReleaseSource):
             self._finish("completed", now)
         elif isinstance(pending, cmd.AbortOwnership | cmd.DiscardDestination | cmd.ResumeSource
@@ -281,6 +325,8 @@ class MigrationEngine:
             self._finish("completed", now, reason=f"source copy not released: {reason}")
         elif self.phase in (Phase.DONE, Phase.ABORTING):
             pass  # already ending; a late failure changes nothing
+        elif self.phase in (Phase.POSTCOPY, Phase.POSTCOPY_VERIFY, Phase.POSTCOPY_RECOVERING):
+            self._postcopy_path_failed(reason, now)
         else:
             self._begin_abort(reason, now)
 
@@ -293,6 +339,8 @@ class MigrationEngine:
         if self.phase in (Phase.COMMITTING, Phase.RESOLVING):
             self._resolving_reason = reason
             self.phase = Phase.RESOLVING
+        elif self.phase in (Phase.POSTCOPY, Phase.POSTCOPY_VERIFY, Phase.POSTCOPY_RECOVERING):
+            self._postcopy_path_failed(reason, now)
         elif self.phase is Phase.ACTIVATING:
             self.report.vm_location = ""
             self._finish("failed", now, reason=f"{reason} after the commit, before the "
@@ -379,6 +427,10 @@ class MigrationEngine:
     def _send_next_batch(self, rnd: _Round, now: float) -> cmd.SendBatch:
         idx = rnd.pages[rnd.cursor:rnd.cursor + self.config.batch_pages_max]
         rnd.cursor += idx.size
+        return self._send_pages(rnd, idx, now)
+
+    def _send_pages(self, rnd: _Round, idx: np.ndarray, now: float, *,
+                    keep_idx: bool = False) -> cmd.SendBatch:
         contents, hashes = self.memory.snapshot_for_send(idx)
         header = BatchHeader(vm=self.report.vm, epoch=self.epoch, round=rnd.index, seq=self._seq)
         encoded = self.encoder.encode(header, idx, contents, hashes,
@@ -386,8 +438,8 @@ class MigrationEngine:
         size = encoded.wire_bytes
         send = cmd.SendBatch(seq=self._seq, round=rnd.index, batch=encoded.batch, pages=int(idx.size),
                              raw_bytes=encoded.raw_bytes, wire_bytes=size)
-        self._inflight[self._seq] = _InFlight(round=rnd.index, pages=send.pages,
-                                              raw_bytes=send.raw_bytes, wire_bytes=size)
+        self._inflight[self._seq] = _InFlight(round=rnd.index, pages=send.pages, raw_bytes=send.raw_bytes,
+                                              wire_bytes=size, idx=idx if keep_idx else None)
         self._seq += 1
         start = max(self._send_allowed_at, now)
         if self.config.max_bandwidth_mbps is not None:
@@ -497,6 +549,116 @@ class MigrationEngine:
             self.report.throttle_pct_max = max(self.report.throttle_pct_max, pct)
             self.report.throttle_steps += 1
         self._queued.append((cmd.ThrottleSource(pct=pct), applied))
+
+    # -- post-copy ----------------------------------------------------------------------
+
+    def request_pages(self, idx: np.ndarray, now: float) -> None:
+        """The destination faulted on pages `idx`: send them ahead of the background push."""
+        if self._pc_needed is None:
+            return
+        for p in idx.tolist():
+            if 0 <= p < self._pc_needed.size and self._pc_needed[p]:
+                self._pc_urgent.append(p)
+                self.report.postcopy_demand_requests += 1
+
+    def _begin_postcopy(self, now: float) -> None:
+        pages = self._with_resends(self.memory.take_dirty())
+        self._pc_order = pages
+        self._pc_needed = np.zeros(self.memory.pages, dtype=bool)
+        self._pc_needed[pages] = True
+        self._pc_cursor = 0
+        self.report.postcopy = True
+        self.report.postcopy_pages = int(pages.size)
+        # The guest is frozen here from now on: this digest is what must arrive.
+        self._source_digest = self.memory.digest()
+        self.report.source_digest = self._source_digest
+        self._mark_downtime("postcopy_handoff", now)
+        self.phase = Phase.POSTCOPY_HANDOFF
+        self._round = _Round(index=(self._round.index + 1 if self._round else 0), pages=pages,
+                             started=now, final=True)
+
+    def _next_postcopy_batch(self) -> np.ndarray:
+        """Up to postcopy_batch_pages pages: demanded ones first, then the next in order."""
+        assert self._pc_needed is not None and self._pc_order is not None
+        limit = self.config.postcopy_batch_pages
+        out: list[int] = []
+        while self._pc_urgent and len(out) < limit:
+            p = self._pc_urgent.popleft()
+            if self._pc_needed[p]:
+                self._pc_needed[p] = False
+                out.append(p)
+        order = self._pc_order
+        while len(out) < limit and self._pc_cursor < order.size:
+            p = int(order[self._pc_cursor])
+            self._pc_cursor += 1
+            if self._pc_needed[p]:
+                self._pc_needed[p] = False
+                out.append(p)
+        return np.array(sorted(out), dtype=np.uint32)
+
+    def _next_postcopy_command(self, now: float) -> cmd.Command:
+        assert self._pc_needed is not None
+        rnd = self._round
+        assert rnd is not None
+        if len(self._inflight) < self.config.postcopy_inflight_batches:
+            idx = self._next_postcopy_batch()
+            if idx.size:
+                return self._send_pages(rnd, idx, now, keep_idx=True)
+        if self._inflight:
+            return cmd.AwaitAck()
+        assert not self._pc_needed.any(), "post-copy pages neither queued nor sent"
+        duration = max(now - rnd.started, 1e-9)
+        self._transfer_s += duration
+        self.report.round_stats.append(RoundStats(
+            index=rnd.index, pages=rnd.acked_pages, raw_bytes=rnd.raw_bytes, wire_bytes=rnd.wire_bytes,
+            started_s=rnd.started - self._t0, duration_s=duration,
+            bandwidth_mbps=rnd.wire_bytes / duration / MB, final=True))
+        self.phase = Phase.POSTCOPY_VERIFY
+        return self.next_command(now)
+
+    def _requeue(self, idx: np.ndarray) -> None:
+        """Pages that may not have arrived: send them again, first."""
+        assert self._pc_needed is not None
+        for p in idx.tolist():
+            if not self._pc_needed[p]:
+                self._pc_needed[p] = True
+                self._pc_urgent.append(p)
+
+    def _postcopy_path_failed(self, reason: str, now: float) -> None:
+        """Post-copy lost its path to the destination: keep trying until the recovery deadline."""
+        for sent in self._inflight.values():
+            if sent.idx is not None:
+                self._requeue(sent.idx)
+        self._inflight.clear()
+        if self._pc_recover_deadline is None:
+            self._pc_recover_deadline = now + self.config.postcopy_recovery_s_max
+        if now > self._pc_recover_deadline:
+            left = int(self._pc_needed.sum()) if self._pc_needed is not None else 0
+            self._finish("failed", now, reason=(
+                f"post-copy lost its path to the destination for {self.config.postcopy_recovery_s_max:g} s "
+                f"({reason}); the guest waits at the destination for {left} pages it cannot get"))
+            self.report.vm_location = ""
+            return
+        self._pc_retry_at = now + min(2.0, 0.1 * (1 + self.report.postcopy_recoveries))
+        self.phase = Phase.POSTCOPY_RECOVERING
+
+    def reset_stream(self, encoder: BatchEncoder) -> None:
+        """After a reconnect: a fresh codec and sequence (the destination starts a new decoder)."""
+        self.encoder = encoder
+        self._seq = 0
+
+    def _finish_postcopy(self, result: Any, now: float) -> None:
+        digest, faults = result
+        self.report.destination_digest = str(digest)
+        self.report.faults = dict(faults)
+        if self._pc_started is not None:
+            self.report.postcopy_ms = (now - self._pc_started) * 1000
+        if digest != self._source_digest:
+            self._finish("failed", now, reason=(
+                f"post-copy image differs: source {str(self._source_digest)[:16]}, received "
+                f"{str(digest)[:16]}; the VM runs at the destination"))
+            return
+        self.phase = Phase.RELEASING
 
     def _mark_downtime(self, step: str, now: float) -> None:
         """Charge the time since the last downtime step (or the pause) to `step`."""

@@ -46,6 +46,17 @@ class _LoopbackShell:
         self.clock = clock
         self.incoming: IncomingMigration | None = None
         self.restored: Vm | None = None
+        self.engine: MigrationEngine | None = None
+        self.faults = 0
+
+    def _fault_in(self, pages: np.ndarray) -> None:
+        """A page fault at the destination. One thread cannot wait for the engine, so the page
+        comes straight from the frozen source (as a demand fetch would); the engine is told too."""
+        assert self.incoming is not None and self.engine is not None
+        self.faults += int(pages.size)
+        self.engine.request_pages(pages, self.clock.now())
+        contents, hashes = self.vm.memory.snapshot_for_send(pages)
+        self.incoming.memory.apply_received(pages, contents, hashes)
 
     def carry_out(self, command: object) -> object:
         """Do one blocking command; its result, or an exception as a failed peer would raise."""
@@ -58,6 +69,17 @@ class _LoopbackShell:
         elif isinstance(command, cmd.VerifyDestination):
             assert self.incoming is not None
             return self.incoming.finish(command.device_state, full=command.full)
+        elif isinstance(command, cmd.StartPostcopy):
+            assert self.incoming is not None
+            self.incoming.begin_postcopy(command.device_state, command.missing, self._fault_in)
+        elif isinstance(command, cmd.VerifyReceived):
+            assert self.incoming is not None
+            return self.incoming.end_postcopy(), {"faults": self.faults}
+        elif isinstance(command, cmd.ReopenChannel):
+            # A new stream, as after a reconnect: fresh decoder here, fresh encoder there.
+            assert self.incoming is not None and self.engine is not None
+            self.incoming.reset_stream()
+            self.engine.reset_stream(make_encoder(self.engine.config, vm.memory.pages, "datacenter"))
         elif isinstance(command, cmd.CommitOwnership):
             ledger.submit(CommitMigration(vm=vm.name, epoch=command.epoch))
         elif isinstance(command, cmd.QueryOwnership):
@@ -106,6 +128,7 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
     engine.observe_mode(str(mode))
     engine.observe_link(link_bytes_per_s)
     shell = _LoopbackShell(vm, ledger, clock)
+    shell.engine = engine
     sent: deque[cmd.SendBatch] = deque()
 
     def elapse(dt: float) -> None:
@@ -115,6 +138,8 @@ def migrate_in_process(vm: Vm, *, ledger: SingleWriterLedger, source: str, desti
 
     for _ in range(STEPS_MAX):
         vm.advance(clock.now())
+        if shell.restored is not None and shell.incoming is not None and shell.incoming.postcopy:
+            shell.restored.advance(clock.now())  # post-copy: the guest runs at the destination
         try:
             command = engine.next_command(clock.now())
             if isinstance(command, cmd.Finished):

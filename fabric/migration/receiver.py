@@ -7,6 +7,7 @@ decodes its pages and writes them only once every check has passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -26,7 +27,6 @@ from fabric.wire import BatchHeader
 class IncomingState(StrEnum):
     """Life of an incoming copy."""
 
-    HANDSHAKE = "handshake"
     RECEIVING = "receiving"
     VERIFIED = "verified"
     ACTIVATED = "activated"
@@ -42,12 +42,14 @@ class IncomingMigration:
         self.epoch = epoch
         self.source = source
         self.memory = PageStore(pages)
+        self._holdings = holdings
         self.decoder = PageDecoder(memory=self.memory, holdings=holdings)
         self.state = IncomingState.RECEIVING
         self.batches = 0
         self.pages_received = 0
         self._round = 0
         self._device: DeviceState | None = None
+        self.postcopy = False  # the VM may run here while its last pages still arrive
         self._responder: HandshakeResponder | None = None
         self._channel: SecureChannel | None = None
         self._transport: TransportReceiver | None = None
@@ -57,26 +59,23 @@ class IncomingMigration:
     def respond(self, identity: NodeIdentity, source_public: bytes, context: bytes,
                 hello: bytes) -> bytes:
         """Answer the source's handshake hello; keys exist only once `confirm` verifies it."""
-        self._require(IncomingState.RECEIVING)
-        if self.batches:
+        self._require_accepting()
+        if self._channel is None and self.batches and not self.postcopy:
             raise VmStateError(f"incoming copy of {self.vm} already took batches in the clear")
         self._responder = HandshakeResponder(identity, source_public, context)
-        reply = self._responder.respond(hello)
-        self.state = IncomingState.HANDSHAKE
-        return reply
+        return self._responder.respond(hello)
 
     def confirm(self, finished: bytes, transport: TransportConfig) -> None:
         """Finish the handshake; from now on only sealed messages through the transport are taken."""
-        self._require(IncomingState.HANDSHAKE)
-        assert self._responder is not None
+        if self._responder is None:
+            raise VmStateError(f"incoming copy of {self.vm} has no handshake under way")
         self._channel = SecureChannel(self._responder.finish(finished), role="responder")
         self._responder = None
         self._transport = TransportReceiver(transport.validate())
-        self.state = IncomingState.RECEIVING
 
     def receive(self, chunks: list[Chunk], now: float) -> tuple[Ack, list[bytes]]:
         """Take transport chunks; the ack, and the sealed messages they completed, in order."""
-        self._require(IncomingState.RECEIVING)
+        self._require_accepting()
         if self._transport is None or self._channel is None:
             raise VmStateError(f"incoming copy of {self.vm} has no secure channel yet")
         ack, messages = self._transport.on_chunks(chunks, now)
@@ -93,7 +92,7 @@ class IncomingMigration:
 
     def apply(self, batch: object) -> dict[str, Any]:
         """Decode one batch and write its pages; nothing is written if any check fails."""
-        self._require(IncomingState.RECEIVING)
+        self._require_accepting()
         if not isinstance(batch, pa.RecordBatch):
             raise MalformedBatchError(f"expected an Arrow RecordBatch, got {type(batch).__name__}")
         h = BatchHeader.from_metadata(batch.schema.metadata)
@@ -128,6 +127,44 @@ class IncomingMigration:
     def discard(self) -> None:
         """Drop the copy."""
         self.state = IncomingState.DISCARDED
+
+    # -- post-copy ------------------------------------------------------------------------
+
+    def begin_postcopy(self, device_state: dict[str, Any], missing: Any,
+                       fault_handler: Callable[[np.ndarray], None]) -> None:
+        """The source hands over: the VM may start here; pages `missing` will fault in."""
+        self._require(IncomingState.RECEIVING)
+        self._device = DeviceState.from_dict(device_state)
+        missing = np.asarray(missing, dtype=np.int64)
+        if missing.ndim != 1 or (missing.size and (missing.min() < 0 or missing.max() >= self.memory.pages)):
+            raise MalformedBatchError("post-copy missing pages out of range")
+        self.memory.begin_postcopy(missing, fault_handler)
+        self.postcopy = True
+        self.state = IncomingState.VERIFIED
+
+    def end_postcopy(self) -> str:
+        """Every page is here: the digest of memory as the source sent it."""
+        if not self.postcopy or self.memory.missing_count:
+            raise VmStateError(f"incoming copy of {self.vm} still lacks {self.memory.missing_count} pages")
+        digest = self.memory.received_digest()
+        self.memory.end_postcopy()
+        self.postcopy = False
+        return digest
+
+    def reset_stream(self) -> None:
+        """After the source reconnected: a new channel follows, and a fresh decoder (seq from 0)."""
+        self.decoder = PageDecoder(memory=self.memory, holdings=self._holdings)
+        self._channel = None
+        self._transport = None
+        self._responder = None
+        self._round = 0
+
+    def _require_accepting(self) -> None:
+        # Batches come while receiving, and in post-copy also after the handoff and activation.
+        if self.state is IncomingState.RECEIVING or (
+                self.postcopy and self.state in (IncomingState.VERIFIED, IncomingState.ACTIVATED)):
+            return
+        raise VmStateError(f"incoming copy of {self.vm} is {self.state.value} and takes no batches")
 
     def _require(self, state: IncomingState) -> None:
         if self.state is not state:

@@ -67,6 +67,13 @@ class MigrationReport:
     throttle_pct_max: int = 0  # the deepest throttle the guest ran under
     stalls: int = 0  # rounds the stall detector flagged
     switchovers_cancelled: int = 0  # stop-and-copies the guard called off (the source resumed)
+    # post-copy (the VM ran at the destination while these pages were still pulled in)
+    postcopy: bool = False
+    postcopy_pages: int = 0
+    postcopy_ms: float = 0.0  # from the destination starting the VM to the last page verified
+    postcopy_demand_requests: int = 0  # pages the destination asked for ahead of the push
+    postcopy_recoveries: int = 0  # times the channel was reopened after the path failed
+    faults: dict[str, Any] = field(default_factory=dict)  # the destination's page-fault stats
     source_digest: str = ""
     destination_digest: str = ""
     verify: str = ""

@@ -129,6 +129,7 @@ class EmulatedLink:
         self.bytes_serialized = 0
         self.chunks_dropped_queue = 0
         self.chunks_lost = 0
+        self._down_until = 0.0
 
     @property
     def busy_until(self) -> float:
@@ -141,10 +142,21 @@ class EmulatedLink:
             raise ConfigError(f"link bandwidth_bps={bandwidth_bps!r}: use 1e3..1e13 bits/s")
         self._rate = bandwidth_bps / 8
 
+    def set_down(self, until: float) -> None:
+        """A partition: nothing crosses until `until` (chaos and recovery tests)."""
+        self._down_until = max(self._down_until, until)
+
+    def is_down(self, now: float) -> bool:
+        """True while the link is partitioned."""
+        return now < self._down_until
+
     def transmit(self, now: float, size: int) -> float | None:
         """A chunk of `size` bytes leaves the sender at `now`: when it arrives, or None if lost."""
         assert size > 0 and now >= self._last_departure, (now, self._last_departure)
         self._last_departure = now
+        if self.is_down(now):
+            self.chunks_lost += 1
+            return None
         start = max(now, self._busy_until)
         if start - now > self.spec.queue_s_max:
             self.chunks_dropped_queue += 1
