@@ -139,11 +139,14 @@ class FabricHandle:
 
 def connect(address: str | None = None, *, boot: bool = True,
             fleet: list[dict[str, Any]] | None = None, nodes_per_dc: int = 2,
-            ledger: LedgerConfig | dict[str, Any] | None = None, **ray_init_kwargs: Any) -> FabricHandle:
+            ledger: LedgerConfig | dict[str, Any] | None = None, migrations_max: int | None = None,
+            migrations_per_link_max: int | None = None, **ray_init_kwargs: Any) -> FabricHandle:
     """Attach to the fabric on `address` (or $RAY_ADDRESS, or a new embedded Ray); boot it if absent.
 
     A booted fabric starts with `fleet` (default: `default_fleet()`; [] for none)
-    and the ownership ledger `ledger` describes (default: Raft on up to 7 nodes).
+    and the ownership ledger `ledger` describes (default: Raft on up to 7 nodes);
+    at most `migrations_max` migrations run at once, `migrations_per_link_max`
+    per pair of data centers (defaults in actors.controller).
     On an embedded Ray the actors end with this driver; on a cluster they are
     detached and outlive the job.
     """
@@ -162,6 +165,8 @@ def connect(address: str | None = None, *, boot: bool = True,
             opts["lifetime"] = "detached"
         controller = FabricController.options(**opts).remote(
             topology.to_dict(), detached=not embedded, state_dir=state_dir,
-            ledger=ledger_cfg.validate().to_dict())
+            ledger=ledger_cfg.validate().to_dict(),
+            **{k: v for k, v in (("migrations_max", migrations_max),
+                                 ("migrations_per_link_max", migrations_per_link_max)) if v is not None})
     _get(controller.boot.remote(default_fleet() if fleet is None else fleet))
     return FabricHandle(controller, embedded=embedded, dashboard_url=dashboard_url)

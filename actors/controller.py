@@ -23,6 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.consensus import LedgerHandle, LedgerService, ReplicatedHandle, SingleWriterHandle
 from actors.ledger import LedgerActor
+from actors.metrics import PlacementMetrics
 from actors.names import CONTROLLER, LEDGER, NAMESPACE, node_actor
 from actors.node import NodeActor, describe_error
 from fabric.clock import WallClock
@@ -38,6 +39,10 @@ log = logging.getLogger("novacron.controller")
 
 MIGRATIONS_KEPT_MAX = 200  # finished migrations remembered for status and result queries
 EVACUATION_CONCURRENCY_MAX = 16  # migrations an evacuation runs at once
+# Migrations running at once across the fabric, and per pair of data centers (one
+# WAN link): a link split many ways converges no migration; more wait in a queue.
+MIGRATIONS_CONCURRENT_MAX = 8
+MIGRATIONS_PER_LINK_MAX = 4
 VMS_MAX = 10_000
 NODE_CALL_S_MAX = 10.0  # a node that does not describe itself in this time reads as unreachable
 DC_RESOURCE_PER_ACTOR = 0.001  # a token amount: pins the actor, never limits how many fit
@@ -49,8 +54,16 @@ class FabricController:
     """Boots the fabric and starts migrations; the single place operators talk to."""
 
     def __init__(self, topology: dict[str, Any], *, detached: bool, state_dir: str,
-                 ledger: dict[str, Any] | None = None) -> None:
+                 ledger: dict[str, Any] | None = None, migrations_max: int = MIGRATIONS_CONCURRENT_MAX,
+                 migrations_per_link_max: int = MIGRATIONS_PER_LINK_MAX) -> None:
+        if not 1 <= migrations_per_link_max <= migrations_max <= MIGRATIONS_KEPT_MAX:
+            raise ConfigError(f"migration limits: need 1 <= per link ({migrations_per_link_max}) <= "
+                              f"total ({migrations_max}) <= {MIGRATIONS_KEPT_MAX}")
         self.topology = Topology.from_dict(topology)
+        # Migrations running at once, in all and per pair of data centers; more wait their turn.
+        self._slots = asyncio.Semaphore(migrations_max)
+        self._link_slots: dict[frozenset[str], asyncio.Semaphore] = {}
+        self._per_link_max = migrations_per_link_max
         self._detached = detached
         self._state_dir = Path(state_dir)
         self._ledger_config = LedgerConfig.from_dict(ledger)
@@ -62,6 +75,7 @@ class FabricController:
         self._booted = False
         self._migrations: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tasks: dict[str, asyncio.Task] = {}
+        self._placement_metrics = PlacementMetrics()
 
     # -- boot --------------------------------------------------------------------
 
@@ -166,12 +180,18 @@ class FabricController:
             raise ConfigError(f"the fabric holds at most {VMS_MAX} VMs")
         candidates = self.topology.resolve(where) if where else list(self.topology.nodes)
         node = least_loaded_node(await self._loads(candidates), memory_mib)
+        self._count_placement("create", node)
         rec = await self._ledger.submit(command_to_dict(RegisterVm(vm=name, node=node)))
         try:
             return await self._nodes[node].create_vm.remote(name, workload, rec["epoch"])
         except Exception:
             await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
             raise
+
+    def _count_placement(self, decision: str, node: str) -> None:
+        # Metrics hook: the placement service replaces least_loaded_node; then its policy name goes here.
+        self._placement_metrics.decided(decision, dc=self.topology.node(node).dc, node=node,
+                                        policy="least-loaded")
 
     async def delete_vm(self, name: str) -> None:
         """Stop a VM and remove it from the ledger."""
@@ -223,6 +243,7 @@ class FabricController:
             raise ConfigError(f"VM {vm} is already on {source}; pick another node or data center")
         info = await self._nodes[source].vm_info.remote(vm)
         destination = least_loaded_node(await self._loads(pool), info["memory_mib"])
+        self._count_placement("migrate", destination)
         begun = await self._ledger.submit(command_to_dict(
             BeginMigration(vm=vm, source=source, destination=destination)))
         epoch = begun["migration"]["epoch"]
@@ -242,9 +263,16 @@ class FabricController:
     async def _run(self, mid: str, config: dict[str, Any] | None, faults: dict[str, Any] | None,
                    pre_elapsed_s: float) -> None:
         m = self._migrations[mid]
+        pair = frozenset({self.topology.node(m["source"]).dc, self.topology.node(m["destination"]).dc})
+        link_slots = self._link_slots.setdefault(pair, asyncio.Semaphore(self._per_link_max))
+        queued_at = time.monotonic()
+        m["queued"] = True  # still "active": it has begun, it waits for a slot
         try:
-            report = await self._nodes[m["source"]].migrate_out.remote(
-                m["vm"], m["destination"], m["epoch"], config, faults, pre_elapsed_s)
+            async with self._slots, link_slots:
+                m["queued"] = False
+                waited = time.monotonic() - queued_at
+                report = await self._nodes[m["source"]].migrate_out.remote(
+                    m["vm"], m["destination"], m["epoch"], config, faults, pre_elapsed_s + waited)
         except Exception as e:
             # The engine never ran or its node died: close Begin so the VM is not stuck.
             report = await self._abandon(m, describe_error(e))

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from actors.incoming import IncomingApplier, PostcopyFaults
 from actors.metrics import LedgerMetrics, MigrationMetrics
 from actors.names import LEDGER, NAMESPACE, node_actor
 from actors.outgoing import OutgoingMigration, Peer
+from actors.transfer import LinkShare
 from fabric.clock import WallClock
 from fabric.consensus.api import ClientReply, Committed
 from fabric.consensus.signing import Ed25519Signer
@@ -57,7 +59,7 @@ from fabric.migration import (
 from fabric.migration.encoders import make_encoder
 from fabric.secure import NodeIdentity, migration_context
 from fabric.topology import NodeSpec, Topology
-from fabric.transport import Ack, Chunk, LinkSpec, TransportConfig, default_link
+from fabric.transport import Ack, Chunk, EmulatedLink, LinkSpec, TransportConfig, default_link
 
 log = logging.getLogger("novacron.node")
 
@@ -99,6 +101,7 @@ class NodeActor:
         self._incoming: dict[str, IncomingMigration] = {}
         self._appliers: dict[str, IncomingApplier] = {}
         self._postcopy_faults: dict[str, PostcopyFaults] = {}
+        self._links: dict[tuple[str, Any], LinkShare] = {}  # per data center (and link override)
         self._outgoing: dict[str, OutgoingMigration] = {}
         self._reserved_mib: dict[str, float] = {}  # VMs being booted
         self._clock = WallClock()
@@ -494,6 +497,16 @@ class NodeActor:
             return default_link(self.spec.dc, dst.dc)
         return None
 
+    def _link_share(self, dst: NodeSpec, spec: LinkSpec | None) -> LinkShare:
+        """The link to `dst`'s data center, shared by every migration from here on it."""
+        key = (dst.dc, None if spec is None else tuple(sorted(spec.to_dict().items())))
+        share = self._links.get(key)
+        if share is None:
+            seed = zlib.crc32(f"{self.name}->{dst.dc}".encode())  # hash() of a str differs per process
+            link = EmulatedLink(spec, seed=seed) if spec is not None else None
+            share = self._links[key] = LinkShare(link)
+        return share
+
     async def migrate_out(self, vm: str, destination: str, epoch: int,
                           config: dict[str, Any] | None = None, faults: dict[str, Any] | None = None,
                           pre_elapsed_s: float = 0.0) -> dict[str, Any]:
@@ -523,6 +536,7 @@ class NodeActor:
             peer=Peer(name=destination, actor=ray.get_actor(node_actor(destination), namespace=NAMESPACE),
                       public_key=self._peer_key(destination)),
             ledger=self._ledger(), clock=self._clock, config=cfg, link_spec=link_spec,
+            link=self._link_share(dst_spec, link_spec),
             check_owner=self._check_owner, release=lambda: self._vms.pop(vm, None),
             describe_error=describe_error)
         self._outgoing[vm] = outgoing

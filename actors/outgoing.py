@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.transfer import OutgoingTransfer
+from actors.transfer import LinkShare, OutgoingTransfer
 from fabric.clock import Clock
 from fabric.errors import UnknownVmError
 from fabric.ledger import AbortMigration, CommitMigration, command_to_dict
@@ -29,7 +29,6 @@ from fabric.migration.framing import seal_batch
 from fabric.migration.report import MB
 from fabric.secure import HandshakeInitiator, NodeIdentity, SecureChannel, migration_context
 from fabric.transport import (
-    EmulatedLink,
     LinkSpec,
     ModeDetector,
     ProbeResult,
@@ -65,7 +64,8 @@ class OutgoingMigration:
 
     def __init__(self, *, node: str, identity: NodeIdentity, engine: MigrationEngine, vm: Vm, epoch: int,
                  source_epoch: int, peer: Peer, ledger: Any, clock: Clock, config: MigrationConfig,
-                 link_spec: LinkSpec | None, check_owner: Callable[[str, int], Awaitable[None]],
+                 link_spec: LinkSpec | None, link: LinkShare,
+                 check_owner: Callable[[str, int], Awaitable[None]],
                  release: Callable[[], None], describe_error: Callable[[BaseException], str]) -> None:
         self.node = node
         self.engine = engine
@@ -78,7 +78,8 @@ class OutgoingMigration:
         self._clock = clock
         self._config = config
         self.link_spec = link_spec
-        self._link = EmulatedLink(link_spec, seed=epoch) if link_spec is not None else None
+        self._link = link
+        self._flow = link.join()
         self._check_owner = check_owner
         self._release = release
         self._describe = describe_error
@@ -128,6 +129,7 @@ class OutgoingMigration:
                     engine.crash(e, self._clock.now())
         finally:
             await self._drop_transfer()
+            self._link.leave(self._flow)
 
     async def _wait(self, until: float) -> None:
         """Pacing by the engine (a fault plan's delay): hand over any results meanwhile."""
@@ -181,8 +183,7 @@ class OutgoingMigration:
             return rec["owner"], rec["epoch"]
         if isinstance(command, cmd.ActivateDestination):
             result = await dst.activate_incoming.remote(vm, command.epoch)
-            if self.engine.faults.link_down_in_postcopy_s and self._link is not None and \
-                    self.engine.report.postcopy:
+            if self.engine.faults.link_down_in_postcopy_s and self.engine.report.postcopy:
                 self._link.set_down(self._clock.now() + self.engine.faults.link_down_in_postcopy_s)
             return result
         if isinstance(command, cmd.ReleaseSource):
@@ -243,13 +244,13 @@ class OutgoingMigration:
         sender = TransportSender(self.transport_config, now=self._clock.now(), probe=probe,
                                  mode_detector=self._detector)
         self.transfer = OutgoingTransfer(
-            sender=sender, link=self._link, clock=self._clock,
+            sender=sender, link=self._link, flow=self._flow, clock=self._clock,
             deliver=lambda chunks: dst.receive_chunks.remote(vm, epoch, chunks),
             fetch_results=lambda timeout_s: dst.await_results.remote(vm, epoch, timeout_s))
 
     def _check_link(self) -> None:
         """Control messages cross the same (emulated) link: a partition stops them too."""
-        if self._link is not None and self._link.is_down(self._clock.now()):
+        if self._link.is_down(self._clock.now()):
             raise ConnectionError("the emulated link to the destination is down")
 
     def request_pages(self, pages: list[int]) -> None:
@@ -266,8 +267,7 @@ class OutgoingMigration:
         dst, vm, epoch = self.peer.actor, self.engine.report.vm, self.epoch
         payload = np.zeros(PROBE_CHUNK_BYTES, dtype=np.uint8)
         start = self._clock.now()
-        arrivals = [self._link.transmit(start, PROBE_CHUNK_BYTES) if self._link else start
-                    for _ in range(PROBE_CHUNKS)]
+        arrivals = [self._link.transmit(self._flow, start, PROBE_CHUNK_BYTES) for _ in range(PROBE_CHUNKS)]
         acked: list[float | None] = []
         for arrival in arrivals:
             if arrival is None:
@@ -276,7 +276,7 @@ class OutgoingMigration:
             await asyncio.sleep(max(0.0, arrival - self._clock.now()))
             await dst.probe.remote(vm, epoch, payload)
             now = self._clock.now()
-            back = self._link.ack_arrival(now) if self._link else now
+            back = self._link.ack_arrival(now)
             acked.append(back)
         if acked and acked[-1] is not None:
             await asyncio.sleep(max(0.0, acked[-1] - self._clock.now()))

@@ -61,10 +61,11 @@ class TransferStats:
 class OutgoingTransfer:
     """One migration's byte stream from source to destination."""
 
-    def __init__(self, *, sender: TransportSender, link: EmulatedLink | None, deliver: Deliver,
+    def __init__(self, *, sender: TransportSender, link: LinkShare, flow: int, deliver: Deliver,
                  fetch_results: FetchResults, clock: Clock) -> None:
         self.sender = sender
         self.link = link
+        self._flow = flow
         self._deliver = deliver
         self._fetch_results = fetch_results
         self._clock = clock
@@ -174,7 +175,7 @@ class OutgoingTransfer:
             self.stats.bytes_sent += size
             if self.stats.first_departure is None:
                 self.stats.first_departure = depart_at
-            arrival = self.link.transmit(depart_at, size) if self.link is not None else depart_at
+            arrival = self.link.transmit(self._flow, depart_at, size)
             if arrival is None:
                 self.stats.chunks_lost_on_link += 1
                 continue
@@ -215,7 +216,7 @@ class OutgoingTransfer:
                 results = await self._fetch_results(RESULTS_POLL_S)
                 if results:
                     now = self._clock.now()
-                    back = self.link.ack_arrival(now) if self.link is not None else now
+                    back = self.link.ack_arrival(now)
                     self._push(back, "results", results)
                     self._wake.set()
         except asyncio.CancelledError:
@@ -234,6 +235,61 @@ class OutgoingTransfer:
         now = self._clock.now()
         self.stats.deliveries += 1
         self.stats.last_arrival = now
-        back = self.link.ack_arrival(now) if self.link is not None else now
+        back = self.link.ack_arrival(now)
         self._push(back, "ack", (ack, results))
         self._wake.set()
+
+
+class LinkShare:
+    """One (emulated) link from this node to another data center, shared by the migrations on it.
+
+    The emulated link has one queue, so chunks of every migration on it leave in
+    time order. Its rate is split equally: each flow is paced at rate / flows,
+    so concurrent migrations share the link fairly rather than by who is faster
+    at filling its queue. Without emulation (a real network) only timing is
+    shared: no per-link limit applies.
+    """
+
+    def __init__(self, link: EmulatedLink | None) -> None:
+        self.link = link
+        self._flows: dict[int, float] = {}  # flow -> when it may next put bytes on the link
+        self._ids = itertools.count()
+        self._last_departure = float("-inf")
+
+    @property
+    def flows(self) -> int:
+        """Migrations using the link now."""
+        return len(self._flows)
+
+    def join(self) -> int:
+        """A migration starts using the link; its flow id."""
+        flow = next(self._ids)
+        self._flows[flow] = float("-inf")
+        return flow
+
+    def leave(self, flow: int) -> None:
+        """A migration is done with the link."""
+        self._flows.pop(flow, None)
+
+    def transmit(self, flow: int, depart_at: float, size: int) -> float | None:
+        """A chunk of `flow` ready at `depart_at`: when it arrives, or None if the link loses it."""
+        if self.link is None:
+            return depart_at
+        share = self.link.spec.bandwidth_bytes_per_s / max(1, len(self._flows))
+        start = max(depart_at, self._flows.get(flow, depart_at), self._last_departure)
+        self._flows[flow] = start + size / share
+        self._last_departure = start
+        return self.link.transmit(start, size)
+
+    def ack_arrival(self, now: float) -> float:
+        """When something the destination sends at `now` reaches this node."""
+        return self.link.ack_arrival(now) if self.link is not None else now
+
+    def is_down(self, now: float) -> bool:
+        """True while the emulated link is partitioned."""
+        return self.link is not None and self.link.is_down(now)
+
+    def set_down(self, until: float) -> None:
+        """Partition the emulated link until `until`."""
+        if self.link is not None:
+            self.link.set_down(until)
