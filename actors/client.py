@@ -131,6 +131,19 @@ class FabricHandle:
         """The fabric's data centers and nodes."""
         return Topology.from_dict(_get(self._controller.topology_dict.remote()))
 
+    def restart_node(self, name: str) -> dict[str, Any]:
+        """Bring back a node whose actor died (its VMs died with it); it rejoins the ledger."""
+        return _get(self._controller.restart_node.remote(name))
+
+    def link_fault(self, dc_a: str, dc_b: str, *, down_s: float = 0.0,
+                   bandwidth_bps: float | None = None) -> int:
+        """Partition (for `down_s`) or slow the emulated links between two data centers."""
+        return _get(self._controller.link_fault.remote(dc_a, dc_b, down_s, bandwidth_bps))
+
+    def forget_vm(self, name: str) -> None:
+        """Remove from the ledger a VM that died with its host."""
+        _get(self._controller.forget_vm.remote(name))
+
     def node(self, name: str) -> Any:
         """The actor handle of fabric node `name` (for operations and checks)."""
         self.topology().node(name)
@@ -160,11 +173,13 @@ def connect(address: str | None = None, *, boot: bool = True,
         state_dir = os.path.join(tempfile.gettempdir(), "novacron",
                                  f"fabric-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
         ledger_cfg = ledger if isinstance(ledger, LedgerConfig) else LedgerConfig.from_dict(ledger)
-        opts: dict[str, Any] = {"name": CONTROLLER, "namespace": NAMESPACE, "get_if_exists": True}
+        # Ray restarts a controller that dies; it boots again on first use.
+        opts: dict[str, Any] = {"name": CONTROLLER, "namespace": NAMESPACE, "get_if_exists": True,
+                                "max_restarts": -1}
         if not embedded:
             opts["lifetime"] = "detached"
         controller = FabricController.options(**opts).remote(
-            topology.to_dict(), detached=not embedded, state_dir=state_dir,
+            topology.to_dict(), state_dir=state_dir,
             ledger=ledger_cfg.validate().to_dict(),
             **{k: v for k, v in (("migrations_max", migrations_max),
                                  ("migrations_per_link_max", migrations_per_link_max)) if v is not None})

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import ray
 
+from actors.metrics import LedgerMetrics
 from actors.names import NAMESPACE
 from fabric.clock import Clock
 from fabric.consensus.api import ClientPolicy, ClientReply, Committed, NodeId, Ready, Replica, Request
@@ -86,21 +87,27 @@ class SingleWriterHandle:
 
 
 def actor_of_client(client_id: str) -> str:
-    """The actor name a client id belongs to ("fabric/node/us-east-1#2" -> "fabric/node/us-east-1")."""
-    return client_id.split("#", 1)[0]
+    """The actor a client id belongs to ("fabric/controller@3f2a#2" -> "fabric/controller")."""
+    return client_id.split("#", 1)[0].split("@", 1)[0]
+
+
+# Actor handles are looked up again after this long: a node that died and was
+# restarted under its name is a new actor, and messages to the old one are lost.
+HANDLE_TTL_S = 2.0
 
 
 class _Actors:
-    """Actor handles by name, looked up once."""
+    """Actor handles by name, looked up at most every HANDLE_TTL_S."""
 
     def __init__(self) -> None:
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, tuple[float, Any]] = {}
 
     def get(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
-        return handle
+        now = time.monotonic()
+        cached = self._handles.get(name)
+        if cached is None or now - cached[0] > HANDLE_TTL_S:
+            cached = self._handles[name] = (now, ray.get_actor(name, namespace=NAMESPACE))
+        return cached[1]
 
 
 class ReplicaHost:
@@ -108,7 +115,7 @@ class ReplicaHost:
 
     def __init__(self, *, rid: NodeId, replica: Replica, storage: Any, state: LedgerStateMachine,
                  replica_actors: dict[NodeId, str], clock: Clock, tick_ms: int,
-                 on_committed: Callable[[Committed], None]) -> None:
+                 on_committed: Callable[[Committed], None], metrics: LedgerMetrics | None = None) -> None:
         self.rid = rid
         self.replica = replica
         self.state = state
@@ -119,6 +126,9 @@ class ReplicaHost:
         self._tick_s = tick_ms / 1000
         self._on_committed = on_committed
         self.calls_sent = 0
+        self._metrics = metrics
+        if metrics is not None:  # metrics hook: the recovered term is the baseline for view changes
+            metrics.record(replica.status())
         self._task = asyncio.get_running_loop().create_task(self._ticker())
 
     def _now_ms(self) -> int:
@@ -165,6 +175,8 @@ class ReplicaHost:
                 self._actors.get(actor).consensus_reply.remote(self.rid, replies)
             except Exception as e:
                 log.debug("replica %s reply to %s: %r", self.rid, actor, e)
+        if self._metrics is not None:  # metrics hook, last: commits, term/view, leadership
+            self._metrics.record(self.replica.status(), ready.committed)
 
     async def _ticker(self) -> None:
         while True:
@@ -194,6 +206,8 @@ class LedgerService:
 
     def __init__(self, *, actor_name: str, config: LedgerConfig, policy: ClientPolicy,
                  replica_actors: dict[NodeId, str], key: Any, clock: Clock) -> None:
+        """`actor_name` may carry an incarnation ("fabric/controller@3f2a"): a restarted actor's
+        clients must not reuse request ids its previous life already spent."""
         self._replica_actors = replica_actors
         self._actors = _Actors()
         self._clock = clock

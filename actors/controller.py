@@ -8,6 +8,7 @@ Begin in the ledger and hands the migration to the source node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -27,7 +28,14 @@ from actors.metrics import PlacementMetrics
 from actors.names import CONTROLLER, LEDGER, NAMESPACE, node_actor
 from actors.node import NodeActor, describe_error
 from fabric.clock import WallClock
-from fabric.errors import CapacityError, ConfigError, FabricError, LedgerRejected, UnknownVmError
+from fabric.errors import (
+    CapacityError,
+    ConfigError,
+    FabricError,
+    LedgerRejected,
+    UnknownVmError,
+    VmStateError,
+)
 from fabric.ledger import AbortMigration, BeginMigration, RegisterVm, RemoveVm, command_to_dict
 from fabric.ledger.hosting import LedgerConfig, client_policy
 from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
@@ -53,7 +61,7 @@ MIB = 1 << 20
 class FabricController:
     """Boots the fabric and starts migrations; the single place operators talk to."""
 
-    def __init__(self, topology: dict[str, Any], *, detached: bool, state_dir: str,
+    def __init__(self, topology: dict[str, Any], *, state_dir: str,
                  ledger: dict[str, Any] | None = None, migrations_max: int = MIGRATIONS_CONCURRENT_MAX,
                  migrations_per_link_max: int = MIGRATIONS_PER_LINK_MAX) -> None:
         if not 1 <= migrations_per_link_max <= migrations_max <= MIGRATIONS_KEPT_MAX:
@@ -64,12 +72,13 @@ class FabricController:
         self._slots = asyncio.Semaphore(migrations_max)
         self._link_slots: dict[frozenset[str], asyncio.Semaphore] = {}
         self._per_link_max = migrations_per_link_max
-        self._detached = detached
         self._state_dir = Path(state_dir)
         self._ledger_config = LedgerConfig.from_dict(ledger)
         self._ledger: LedgerHandle | None = None
         self._ledger_service: LedgerService | None = None
         self._consensus_key = Ed25519PrivateKey.generate()
+        # Ray restarts a dead controller; each life's ledger clients get their own ids.
+        self._client_prefix = f"{CONTROLLER}@{secrets.token_hex(4)}"
         self._nodes: dict[str, Any] = {}
         self._boot_lock = asyncio.Lock()
         self._booted = False
@@ -80,9 +89,11 @@ class FabricController:
     # -- boot --------------------------------------------------------------------
 
     def _actor_options(self, name: str, spec: NodeSpec | None = None) -> dict[str, Any]:
-        opts: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "get_if_exists": True}
-        if self._detached:
-            opts["lifetime"] = "detached"
+        # Always detached: an actor's owner takes it down when it dies, and the nodes and
+        # ledger replicas must outlive a controller crash (Ray restarts the controller). On
+        # an embedded Ray they still end with the session.
+        opts: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "get_if_exists": True,
+                                "lifetime": "detached"}
         if spec is None:
             # The ledger's files live on this controller's machine: keep it here.
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
@@ -120,8 +131,10 @@ class FabricController:
         identity = {i["name"]: i["public_key"] for i in infos}
         await asyncio.gather(*(n.set_peer_keys.remote(identity) for n in self._nodes.values()))
         cfg = self._ledger_config
+        # Replica keys by node actor, client keys by each life's client prefix.
         consensus_keys = {node_actor(i["name"]): i["consensus_public_key"] for i in infos}
-        consensus_keys[CONTROLLER] = self._consensus_key.public_key().public_bytes(
+        consensus_keys.update({i["client_prefix"]: i["consensus_public_key"] for i in infos})
+        consensus_keys[self._client_prefix] = self._consensus_key.public_key().public_bytes(
             Encoding.Raw, PublicFormat.Raw).hex()
         replicas: dict[str, str] = {}
         if cfg.protocol != "single-writer":
@@ -130,10 +143,11 @@ class FabricController:
         seed = secrets.randbits(32)  # election jitter only
         await asyncio.gather(*(n.start_ledger.remote(cfg.to_dict(), replicas, consensus_keys, seed)
                                for n in self._nodes.values()))
-        if cfg.protocol != "single-writer":
+        if cfg.protocol != "single-writer" and self._ledger_service is None:
             replica_actors = {int(rid): node_actor(name) for rid, name in replicas.items()}
             self._ledger_service = LedgerService(
-                actor_name=CONTROLLER, config=cfg, policy=client_policy(cfg, tuple(sorted(replica_actors))),
+                actor_name=self._client_prefix, config=cfg,
+                policy=client_policy(cfg, tuple(sorted(replica_actors))),
                 replica_actors=replica_actors, key=self._consensus_key, clock=WallClock())
             self._ledger = ReplicatedHandle(self._ledger_service, cfg, replica_actors)
 
@@ -141,6 +155,54 @@ class FabricController:
         """Replies to the controller's ledger clients."""
         if self._ledger_service is not None and isinstance(replies, list):
             self._ledger_service.on_replies(sender, replies)
+
+    async def _ensure_booted(self) -> None:
+        """A controller Ray restarted after a crash boots again (idempotently) on first use."""
+        if not self._booted:
+            await self.boot()
+
+    async def restart_node(self, name: str) -> dict[str, Any]:
+        """Bring back a node whose actor died: same name and state directory; it rejoins the ledger
+        from its durable log. The VMs it hosted died with it."""
+        await self._ensure_booted()
+        spec = self.topology.node(name)
+        if await self._alive(self._nodes[name]):
+            raise ConfigError(f"node {name} is alive; only a dead node restarts")
+        node = NodeActor.options(**self._actor_options(node_actor(name), spec)).remote(
+            asdict(spec), self.topology.to_dict(), str(self._state_dir / "nodes" / name))
+        await node.ready.remote()
+        self._nodes[name] = node
+        await self._share_keys_and_start_ledger()
+        return await node.describe.remote()
+
+    async def _alive(self, node: Any) -> bool:
+        try:
+            await asyncio.wait_for(node.ready.remote(), NODE_CALL_S_MAX)
+            return True
+        except Exception:
+            return False
+
+    async def link_fault(self, dc_a: str, dc_b: str, down_s: float = 0.0,
+                         bandwidth_bps: float | None = None) -> int:
+        """Partition or slow the emulated links between two data centers, both ways; links changed."""
+        await self._ensure_booted()
+        pairs = ([(n, dc_b) for n in self.topology.nodes_in(dc_a)]
+                 + [(n, dc_a) for n in self.topology.nodes_in(dc_b)])
+        counts = await asyncio.gather(*(self._nodes[n.name].link_fault.remote(dc, down_s, bandwidth_bps)
+                                        for n, dc in pairs), return_exceptions=True)
+        return sum(c for c in counts if isinstance(c, int))
+
+    async def forget_vm(self, name: str) -> None:
+        """Remove from the ledger a VM that no live node hosts (its host died with it)."""
+        await self._ensure_booted()
+        rec = await self._record(name)
+        hosted = False
+        with contextlib.suppress(Exception):  # a dead node, or one that lost the VM: not hosted
+            await asyncio.wait_for(self._nodes[rec["owner"]].vm_info.remote(name), NODE_CALL_S_MAX)
+            hosted = True
+        if hosted:
+            raise VmStateError(f"VM {name} still runs on {rec['owner']}; delete it instead")
+        await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
 
     def _node(self, name: str) -> Any:
         self.topology.node(name)  # UnknownNodeError for a name not in the topology
@@ -171,6 +233,7 @@ class FabricController:
     async def create_vm(self, name: str, workload: dict[str, Any],
                         where: str | None = None) -> dict[str, Any]:
         """Register, place and start a VM; `where` names a data center or node (default: any)."""
+        await self._ensure_booted()
         if not name or len(name) > 64 or "/" in name:
             raise ConfigError(f"VM names are 1-64 characters without '/', not {name!r}")
         spec = spec_from_dict(workload)
@@ -195,6 +258,7 @@ class FabricController:
 
     async def delete_vm(self, name: str) -> None:
         """Stop a VM and remove it from the ledger."""
+        await self._ensure_booted()
         rec = await self._record(name)
         await self._nodes[rec["owner"]].delete_vm.remote(name)
         await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
@@ -207,6 +271,7 @@ class FabricController:
 
     async def list_vms(self) -> list[dict[str, Any]]:
         """Every VM: the ledger's owner and epoch, and what its node reports."""
+        await self._ensure_booted()
         records = await self._ledger.records()
         nodes = await self._describe_nodes()
         hosted = {(v["name"], n["name"]): v for n in nodes for v in n["vms"]}
@@ -228,6 +293,7 @@ class FabricController:
     async def start_migration(self, vm: str, to: str, config: dict[str, Any] | None = None,
                               faults: dict[str, Any] | None = None) -> str:
         """Commit Begin and start the migration in the background; returns its id."""
+        await self._ensure_booted()
         return await self._start(vm, [c.name for c in self.topology.resolve(to)], config, faults)
 
     async def _start(self, vm: str, candidates: list[str], config: dict[str, Any] | None,
@@ -280,29 +346,50 @@ class FabricController:
         self._tasks.pop(mid, None)
 
     async def _abandon(self, m: dict[str, Any], reason: str) -> dict[str, Any]:
+        """The source's engine is gone (its node died, or it never started): settle by the ledger.
+
+        If the migration committed, the destination owns the VM: make sure it runs
+        there. Otherwise close Begin and drop the destination's copy.
+        """
+        vm, epoch, dst = m["vm"], m["epoch"], m["destination"]
         try:
             await self._ledger.submit(command_to_dict(
-                AbortMigration(vm=m["vm"], epoch=m["epoch"], reason=reason[:500])))
+                AbortMigration(vm=vm, epoch=epoch, reason=reason[:500])))
         except LedgerRejected:
-            pass  # the engine closed it already
+            pass  # closed already: committed, or aborted by the engine
         except Exception as e:
             reason += f"; ledger abort failed: {describe_error(e)}"
+        committed = False
+        with contextlib.suppress(Exception):
+            rec = await self._ledger.read(vm)
+            committed = rec is not None and rec["owner"] == dst and rec["epoch"] == epoch
+        if committed:
+            try:  # idempotent: the destination may have started it from the committed log already
+                await self._nodes[dst].activate_incoming.remote(vm, epoch)
+                return MigrationReport(vm=vm, source=m["source"], destination=dst, epoch=epoch,
+                                       status="completed", vm_location=dst,
+                                       abort_reason=f"the source's engine was lost after the commit "
+                                                    f"({reason}); the destination started the VM").to_dict()
+            except Exception as e:
+                return MigrationReport(vm=vm, source=m["source"], destination=dst, epoch=epoch,
+                                       status="failed", abort_reason=f"{reason}; committed, but the "
+                                       f"destination did not start it: {describe_error(e)}").to_dict()
         try:
-            await self._nodes[m["destination"]].discard_incoming.remote(m["vm"], m["epoch"])
+            await self._nodes[dst].discard_incoming.remote(vm, epoch)
         except Exception as e:
-            log.warning("discard on %s failed: %s", m["destination"], describe_error(e))
+            log.warning("discard on %s failed: %s", dst, describe_error(e))
         try:
-            await self._nodes[m["source"]].vm_info.remote(m["vm"])
+            await self._nodes[m["source"]].vm_info.remote(vm)
             location, status = m["source"], "aborted"
         except Exception as e:
             reason += f"; source unreachable: {describe_error(e)}"
             location, status = "", "failed"
-        return MigrationReport(vm=m["vm"], source=m["source"], destination=m["destination"],
-                               epoch=m["epoch"], status=status, abort_reason=reason,
-                               vm_location=location).to_dict()
+        return MigrationReport(vm=vm, source=m["source"], destination=dst, epoch=epoch, status=status,
+                               abort_reason=reason, vm_location=location).to_dict()
 
     async def migration_progress(self, mid: str) -> dict[str, Any]:
         """Status of migration `mid`, with the engine's progress while it runs."""
+        await self._ensure_booted()
         m = self._migration(mid)
         out = {k: v for k, v in m.items() if k != "report"}
         if m["status"] == "active":
@@ -314,6 +401,7 @@ class FabricController:
 
     async def migration_result(self, mid: str) -> dict[str, Any]:
         """The report of migration `mid`, once it has finished."""
+        await self._ensure_booted()
         self._migration(mid)
         task = self._tasks.get(mid)
         if task is not None:
@@ -333,6 +421,7 @@ class FabricController:
         single node is evacuated and its data center has room, else anywhere outside
         the evacuated set.
         """
+        await self._ensure_booted()
         if not 1 <= concurrency <= EVACUATION_CONCURRENCY_MAX:
             raise ConfigError(f"concurrency must be 1..{EVACUATION_CONCURRENCY_MAX}, not {concurrency}")
         MigrationConfig.from_dict(config)
@@ -375,6 +464,7 @@ class FabricController:
 
     async def status(self) -> dict[str, Any]:
         """Topology, nodes, VMs, migrations and ledger health, JSON-ready."""
+        await self._ensure_booted()
         nodes = await self._describe_nodes()
         return {
             "topology": self.topology.to_dict(),

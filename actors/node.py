@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 import time
 import zlib
@@ -53,6 +54,7 @@ from fabric.memory import PAGE_SIZE, RunState, Vm, make_workload, spec_from_dict
 from fabric.migration import (
     FaultPlan,
     IncomingMigration,
+    IncomingState,
     MigrationConfig,
     MigrationEngine,
 )
@@ -110,6 +112,9 @@ class NodeActor:
         self._ledger_service: LedgerService | None = None
         # Signs this node's consensus messages and ledger requests (PBFT checks both).
         self._consensus_key = Ed25519PrivateKey.generate()
+        # This life's ledger clients: a restarted node must never reuse the request ids
+        # its previous life spent (the ledger would answer from its exactly-once cache).
+        self._client_prefix = f"{node_actor(spec['name'])}@{secrets.token_hex(4)}"
         # This node's identity lives and dies with the actor: keys never leave it.
         self._identity = NodeIdentity.generate()
         self._peer_keys: dict[str, bytes] = {}
@@ -193,6 +198,7 @@ class NodeActor:
             "public_key": self._identity.public_bytes.hex(),
             "consensus_public_key": self._consensus_key.public_key().public_bytes(
                 Encoding.Raw, PublicFormat.Raw).hex(),
+            "client_prefix": self._client_prefix,
             "replica": self._replica.status() if self._replica is not None else None,
             "ray_node_id": ray.get_runtime_context().get_node_id(),
         }
@@ -333,9 +339,15 @@ class NodeActor:
         return self._incoming_for(vm, epoch).finish(device_state, full=full)
 
     async def activate_incoming(self, vm: str, epoch: int) -> None:
-        """Start the received VM, once the ledger says this node owns it at `epoch`."""
+        """Start the received VM, once the ledger says this node owns it at `epoch` (idempotent)."""
+        hosted = self._vms.get(vm)
+        if hosted is not None and hosted.epoch == epoch:
+            return  # already started: by the ledger's commit, or by an earlier call
         inc = self._incoming_for(vm, epoch)
         await self._check_owner(vm, epoch)
+        hosted = self._vms.get(vm)
+        if hosted is not None and hosted.epoch == epoch:
+            return  # the other path started it while we read the ledger
         restored = inc.activate()
         if not inc.postcopy:
             del self._incoming[vm]
@@ -389,8 +401,19 @@ class NodeActor:
         if outgoing is not None and outgoing.epoch == epoch and isinstance(pages, list):
             outgoing.request_pages(pages)
 
-    def discard_incoming(self, vm: str, epoch: int) -> None:
-        """Drop a partial copy (idempotent)."""
+    async def _activate_committed(self, vm: str, epoch: int) -> None:
+        try:
+            await self.activate_incoming(vm, epoch)
+        except Exception:  # the source's own activate call may have won the race, or the read failed
+            log.exception("starting %s@%d from the committed log", vm, epoch)
+
+    async def discard_incoming(self, vm: str, epoch: int) -> None:
+        """Drop a partial copy (idempotent); never a verified copy the ledger says is now ours."""
+        inc = self._incoming.get(vm)
+        if inc is not None and inc.epoch == epoch and inc.state is IncomingState.VERIFIED:
+            rec = await self._ledger().read(vm)
+            if rec is not None and rec["owner"] == self.name and rec["epoch"] == epoch:
+                raise FencedError(f"{vm}@{epoch} committed to {self.name}: its copy is the VM now")
         inc = self._incoming.get(vm)
         if inc is not None and inc.epoch == epoch:
             inc.discard()
@@ -406,10 +429,13 @@ class NodeActor:
                            keys: dict[str, str], seed: int) -> None:
         """Join the ledger: host this node's replica (if it has one) and start its clients.
 
-        `replicas` maps replica id -> node name; `keys` maps actor name ->
-        consensus public key (hex), as the controller collected them.
+        `replicas` maps replica id -> node name; `keys` maps each node's actor
+        name and each actor's ledger client prefix to its consensus public key
+        (hex), as the controller collected them.
         """
         cfg = LedgerConfig.from_dict(config)
+        if self._ledger_handle is not None:
+            return  # already joined: a restarted controller boots again, the ledger stays
         if cfg.protocol == "single-writer":
             self._ledger_handle = SingleWriterHandle(ray.get_actor(LEDGER, namespace=NAMESPACE))
             return
@@ -417,7 +443,7 @@ class NodeActor:
         replica_ids = tuple(sorted(rids))
         replica_actors = {rid: node_actor(n) for rid, n in rids.items()}
         policy = client_policy(cfg, replica_ids)
-        self._ledger_service = LedgerService(actor_name=node_actor(self.name), config=cfg, policy=policy,
+        self._ledger_service = LedgerService(actor_name=self._client_prefix, config=cfg, policy=policy,
                                              replica_actors=replica_actors, key=self._consensus_key,
                                              clock=self._clock)
         self._ledger_handle = ReplicatedHandle(self._ledger_service, cfg, replica_actors)
@@ -425,7 +451,7 @@ class NodeActor:
         if not mine:
             return
         rid = mine[0]
-        client_keys = {f"{actor}#{k}": bytes.fromhex(pub) for actor, pub in keys.items()
+        client_keys = {f"{prefix}#{k}": bytes.fromhex(pub) for prefix, pub in keys.items() if "@" in prefix
                        for k in range(cfg.clients_per_actor)}
         state = LedgerStateMachine()
         replica, storage = build_replica(
@@ -463,9 +489,16 @@ class NodeActor:
         return self._replica.local_records() if self._replica is not None else None
 
     def _on_committed(self, entry: Committed) -> None:
-        """Fencing: a VM whose ownership moved on at a newer epoch stops here, whatever else happens."""
+        """The committed log drives this node: a VM moved away stops here (fencing); a VM moved
+        here starts from its verified copy, even if the source died right after the commit."""
         result, op = entry.result, entry.request.op
         if not getattr(result, "accepted", False) or not isinstance(op, CommitMigration | RemoveVm):
+            return
+        rec = result.record
+        if isinstance(op, CommitMigration) and rec is not None and rec.owner == self.name:
+            inc = self._incoming.get(op.vm)
+            if inc is not None and inc.epoch == op.epoch and inc.state is IncomingState.VERIFIED:
+                asyncio.get_running_loop().create_task(self._activate_committed(op.vm, op.epoch))
             return
         hosted = self._vms.get(op.vm)
         rec = result.record
@@ -506,6 +539,27 @@ class NodeActor:
             link = EmulatedLink(spec, seed=seed) if spec is not None else None
             share = self._links[key] = LinkShare(link)
         return share
+
+    def link_fault(self, dc: str, down_s: float = 0.0, bandwidth_bps: float | None = None) -> int:
+        """Partition (for `down_s`) or slow (to `bandwidth_bps`) this node's emulated links to `dc`.
+
+        Chaos runs use it; it reaches every migration on those links. Returns how
+        many links it changed (0 where the network is real: nothing to emulate).
+        """
+        if not 0 <= down_s <= 3600 or (bandwidth_bps is not None and not 1e3 <= bandwidth_bps <= 1e13):
+            raise ConfigError("link_fault: down_s in 0..3600, bandwidth_bps in 1e3..1e13")
+        if self.topology.emulated and dc in self.topology.dcs and dc != self.spec.dc:
+            self._link_share(self.topology.nodes_in(dc)[0], default_link(self.spec.dc, dc))
+        changed = 0
+        for (to_dc, _), share in self._links.items():
+            if to_dc != dc or share.link is None:
+                continue
+            if down_s:
+                share.set_down(self._clock.now() + down_s)
+            if bandwidth_bps is not None:
+                share.link.set_bandwidth_bps(bandwidth_bps)
+            changed += 1
+        return changed
 
     async def migrate_out(self, vm: str, destination: str, epoch: int,
                           config: dict[str, Any] | None = None, faults: dict[str, Any] | None = None,

@@ -151,6 +151,8 @@ class OutgoingMigration:
                 message = message.copy()
                 message[message.size // 2] ^= 0x10  # one bit in the ciphertext
             # Transport message ids are 2 x seq: room for a fault plan's replayed copy.
+            if faults.drop_batch_seq == command.seq:
+                return None  # lost for good: the destination's stream has a hole it must refuse
             await self.transfer.send(2 * command.seq, message)
             if faults.replay_batch_seq == command.seq:
                 await self.transfer.send(2 * command.seq + 1, message)

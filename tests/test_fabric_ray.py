@@ -94,7 +94,8 @@ def test_migration_during_writes_is_byte_identical_and_runs_only_at_the_destinat
     spec = SyntheticSpec(memory_mib=96, dirty_rate_mbps=80, hot_set_mib=24, seed=11)
     fab.create_vm("busy-1", spec, where="us-east-1")
     time.sleep(0.5)
-    r = fab.migrate("busy-1", "eu-west", config=MigrationConfig(verify="full", downtime_ms_limit=50))
+    r = fab.migrate("busy-1", "eu-west", config=MigrationConfig(verify="full", downtime_ms_limit=50,
+                                                               on_limit="switchover"))
     assert r.status == "completed", r.abort_reason
     assert r.source == "us-east-1" and r.destination.startswith("eu-west")
     assert r.pages_transferred > 0 and sum(s.dirty_pages for s in r.round_stats) > 0

@@ -172,6 +172,8 @@ class FaultPlan:
     tamper_batch_seq: int | None = None
     # Send the sealed message of this batch a second time (a replayed frame).
     replay_batch_seq: int | None = None
+    # Never send the sealed message of this batch (a frame lost for good).
+    drop_batch_seq: int | None = None
     # Partition the (emulated) link for this long once post-copy starts.
     link_down_in_postcopy_s: float = 0.0
 
@@ -183,7 +185,7 @@ class FaultPlan:
             raise ConfigError("delay_per_batch_s must be in 0..10 s")
         if not 0 <= self.link_down_in_postcopy_s <= 3600:
             raise ConfigError("link_down_in_postcopy_s must be in 0..3600 s")
-        for name in ("tamper_batch_seq", "replay_batch_seq"):
+        for name in ("tamper_batch_seq", "replay_batch_seq", "drop_batch_seq"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be >= 0")
