@@ -47,7 +47,7 @@ from fabric.errors import (
     UnknownVmError,
     VmStateError,
 )
-from fabric.ledger import CommitMigration, RemoveVm
+from fabric.ledger import CommitMigration, RegisterVm, RemoveVm, command_to_dict
 from fabric.ledger.hosting import LedgerConfig, build_replica, client_policy
 from fabric.ledger.replicated import LedgerStateMachine
 from fabric.memory import PAGE_SIZE, RunState, Vm, make_workload, spec_from_dict
@@ -69,6 +69,7 @@ VCPU_TICK_S = 0.005  # how often running guests get their writes; 5 ms keeps bur
 VCPU_STALL_S = 0.05  # an advance that took longer was stalled (post-copy faults), not computing
 PROBE_BYTES_MAX = 1 << 20  # a setup probe chunk; anything larger is not a probe
 RESULTS_WAIT_S_MAX = 5.0  # a long poll for batch results holds a call at most this long
+LEDGER_LOAD_OPS_MAX = 100_000  # a benchmark's ledger load per call
 MIB = 1 << 20
 
 
@@ -479,6 +480,28 @@ class NodeActor:
         """Replies to this node's ledger clients."""
         if self._ledger_service is not None and isinstance(replies, list):
             self._ledger_service.on_replies(sender, replies)
+
+    async def ledger_load(self, count: int, concurrency: int, prefix: str) -> dict[str, Any]:
+        """Benchmark load: register `count` throwaway VMs through this node's ledger clients,
+        `concurrency` at a time; commit latencies (ms) and the wall time it took."""
+        if not 1 <= count <= LEDGER_LOAD_OPS_MAX or not 1 <= concurrency <= LEDGER_LOAD_OPS_MAX:
+            raise ConfigError(f"ledger_load: count and concurrency must be 1..{LEDGER_LOAD_OPS_MAX}")
+        ledger = self._ledger()
+        gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+
+        async def one(i: int) -> None:
+            async with gate:
+                t0 = time.monotonic()
+                cmd = RegisterVm(vm=f"{prefix}-{self.name}-{i}", node=self.name)
+                await ledger.submit(command_to_dict(cmd))
+                latencies.append((time.monotonic() - t0) * 1000)
+        start = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return {"latencies_ms": latencies, "seconds": time.monotonic() - start}
+
+    async def ping(self) -> None:
+        """Nothing: the yardstick of a bare actor round trip."""
 
     def consensus_status(self) -> dict[str, Any] | None:
         """This node's replica status, or None."""

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 EXIT_OK = 0
-EXIT_MIGRATION_FAILED = 1  # the migration ran and did not complete (the VM stays at the source)
+EXIT_MIGRATION_FAILED = 1  # the operation ran and did not complete (e.g. a VM stays at its source)
 EXIT_BAD_INPUT = 2  # bad arguments, unknown VM or node, invalid config
 
 
@@ -20,6 +20,25 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
                         "with emulated data centers)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout and nothing else there")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code of a fabric error: 2 when the request itself was wrong, else 1."""
+    from fabric.errors import ConfigError, UnknownNodeError, UnknownVmError
+
+    request_was_wrong = isinstance(error, ConfigError | UnknownNodeError | UnknownVmError)
+    return EXIT_BAD_INPUT if request_was_wrong else EXIT_MIGRATION_FAILED
 
 
 def add_migration_args(p: argparse.ArgumentParser) -> None:

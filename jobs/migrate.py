@@ -2,9 +2,12 @@
 
     ray job submit --working-dir . -- python jobs/migrate.py --vm kv-1 --to eu-west
     novacron migrate --vm kv-1 --to eu-west-2 --json
+    novacron migrate --vm kv-1 --to us-west --plot kv-1.png    # and a PNG of its rounds
 
 Attaches to the running fabric (named actors in the `novacron` namespace) or
-boots it, with its default VMs, if there is none.
+boots it, with its default VMs, if there is none. Exit codes: 0 completed,
+1 not completed (the VM keeps running at its source) or the plot could not be
+written, 2 bad input (unknown VM or target, bad option).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from jobs.common import (
     add_connection_args,
     add_migration_args,
     emit_json,
+    exit_code_for,
     fail,
     migration_config,
     quiet_ray_logs,
@@ -36,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     add_connection_args(p)
     add_migration_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--plot", metavar="PATH", default=None,
+                   help="write a PNG of the rounds (pages remaining, bandwidth, dirty rate) to PATH")
     return p
 
 
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         handle = fabric.connect(args.address, **quiet_ray_logs(args.json))
         migration = handle.migrate(args.vm, args.to, wait=False, config=migration_config(args))
     except fabric.FabricError as e:
-        return fail(str(e), json_mode=args.json)
+        return fail(str(e), exit_code_for(e), json_mode=args.json)
     bars = None if (args.json or args.no_progress) else RoundBars()
     if bars is not None:
         print(f"migrating {args.vm} to {args.to} ({migration.id})", file=sys.stderr)
@@ -58,9 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     if bars is not None:
         bars.finish(report)
     if args.json:
-        emit_json(report)
+        emit_json(report)  # the report alone, as MigrationReport.from_dict reads it
     else:
         print(report_text(report))
+    if args.plot:
+        from jobs.plot import plot_migration
+
+        try:
+            where = plot_migration(report, args.plot)
+        except (OSError, ValueError) as e:
+            return fail(f"no plot written: {e}", EXIT_MIGRATION_FAILED)
+        print(f"\nmigration plot: {where}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK if report["status"] == "completed" else EXIT_MIGRATION_FAILED
 
 

@@ -1,4 +1,4 @@
-"""Text output for jobs: tables, the migration report, and a progress bar per pre-copy round."""
+"""Text output for jobs: tables, the migration report, progress bars per pre-copy round and per evacuation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 MB = 1_000_000
 BAR_WIDTH = 30
+LOG_BAR_EVERY_S = 5.0  # off a TTY (job logs) a changed total bar is repeated at most this often
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -115,3 +116,68 @@ def follow(poll: Callable[[], dict[str, Any]], bars: RoundBars | None,
         if p["status"] != "active":
             return
         time.sleep(interval_s)
+
+
+class EvacuationProgress:
+    """An evacuation drawn from status polls: a line per migration as it starts and ends, and a total bar."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.out = out
+        self._tty = out.isatty()
+        self._started: set[str] = set()
+        self._ended: dict[str, str] = {}
+        self._last_bar = ""
+        self._last_bar_at = 0.0
+
+    def update(self, migrations: Sequence[dict[str, Any]], outgoing: dict[str, dict[str, Any]]) -> None:
+        """Draw from this evacuation's status()["migrations"] entries and the engines' progress by VM."""
+        lines = []
+        for m in migrations:
+            if m["id"] not in self._started:
+                self._started.add(m["id"])
+                lines.append(f"  started    {m['vm']}: {m['source']} -> {m['destination']} ({m['id']})")
+            if m["status"] != "active" and m["id"] not in self._ended:
+                self._ended[m["id"]] = m["status"]
+                lines.append(f"  {m['status']:<10} {m['vm']}: now on "
+                             f"{m['destination'] if m['status'] == 'completed' else m['source']}")
+        running = [m for m in migrations if m["status"] == "active"]
+        bar = self._bar(running, outgoing)
+        if self._tty:
+            for line in lines:
+                self.out.write("\r\x1b[K" + line + "\n")
+            self.out.write("\r\x1b[K" + bar)
+        else:  # job logs: whole lines only; the bar after events, else when changed and not too often
+            for line in lines:
+                self.out.write(line + "\n")
+            now = time.monotonic()
+            if lines or (bar != self._last_bar and now - self._last_bar_at >= LOG_BAR_EVERY_S):
+                self.out.write(bar + "\n")
+                self._last_bar_at = now
+        self._last_bar = bar
+        self.out.flush()
+
+    def _bar(self, running: Sequence[dict[str, Any]], outgoing: dict[str, dict[str, Any]]) -> str:
+        moved = sum(1 for s in self._ended.values() if s == "completed")
+        not_moved = len(self._ended) - moved
+        frac = 1.0 if self.total == 0 else len(self._ended) / self.total
+        fill = int(frac * BAR_WIDTH)
+        parts = []
+        for m in running:
+            p = outgoing.get(m["vm"]) or {}
+            if p.get("round") is None:
+                parts.append(f"{m['vm']} setup")
+                continue
+            done, total = p.get("round_pages_done", 0), p.get("round_pages_total", 0)
+            pct = 100 if total == 0 else 100 * done // total
+            label = "stop-and-copy" if p.get("final_round") else f"round {p['round']}"
+            parts.append(f"{m['vm']} {label} {pct}%")
+        return (f"  [{'#' * fill}{'.' * (BAR_WIDTH - fill)}] {moved}/{self.total} moved"
+                + (f", {not_moved} not moved" if not_moved else "")
+                + (f"; running: {', '.join(parts)}" if parts else ""))
+
+    def finish(self) -> None:
+        """End the live line."""
+        if self._tty:
+            self.out.write("\n")
+            self.out.flush()

@@ -68,3 +68,15 @@ def kv_slice(kv_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         deltas.append((idx[keep] - start, pages[keep]))
     return write_capture(tmp_path_factory.mktemp("kv-slice"), base, deltas,
                          list(cap.meta.dump_times), "kv-slice")
+
+
+@pytest.fixture(scope="session")
+def sources():
+    """The shared Azure V1 and PlanetLab traces (skips when the data folder is absent)."""
+    from policies.traces.splits import TraceSources
+
+    root = default_data_root()
+    if root is None or not (root / "azure-v1").is_dir() or not (root / "planetlab").is_dir():
+        pytest.skip("the real traces are not available: set NOVACRON_DATA to the shared data folder "
+                    "(it holds azure-v1/ and planetlab/)")
+    return TraceSources.default(root)

@@ -64,6 +64,10 @@ def test_demo_prints_one_json_report_of_a_completed_cross_dc_migration(tmp_path:
     assert report["destination"].startswith("eu-west")
     assert report["source_digest"] == report["destination_digest"]
     assert report["round_stats"] and report["raw_bytes"] > 0
+    # and the migration's plot, where the demo says it wrote it
+    plot = tmp_path / "out" / "demo-migration.png"
+    assert f"migration plot (pages remaining, bandwidth, dirty rate per round): {plot}" in out.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,32 @@ def test_ray_job_submit_with_an_unknown_vm_fails_clearly(ray_head) -> None:
     out = submit(address, env, "jobs/migrate.py", "--vm", "no-such-vm", "--to", "eu-west")
     assert out.returncode != 0
     assert "no VM 'no-such-vm'" in out.stdout + out.stderr
+
+
+@pytest.mark.ray
+def test_ray_job_submit_evacuates_a_data_center_and_the_vms_are_where_the_job_says(ray_head) -> None:
+    address, env = ray_head
+    out = submit(address, env, "jobs/evacuate.py", "--from", "us-west", "--concurrency", "2", "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json_line(out.stdout)
+    assert result["nodes"] == ["us-west-1", "us-west-2"] and not result["not_moved"]
+    assert result["moved"] and sorted(result["moved"]) == sorted(r["vm"] for r in result["reports"])
+    assert all(r["status"] == "completed" and r["source"].startswith("us-west") for r in result["reports"])
+    assert all(not node.startswith("us-west") for node in result["locations"].values())
+    # the status job (tables, as a person reads them) shows each VM where the evacuation said it went
+    status = submit(address, env, "jobs/status.py")
+    assert status.returncode == 0, status.stdout[-3000:]
+    text = status.stdout
+    for heading in ("data centers (", "nodes\n", "VMs\n", "running migrations", "ledger\n"):
+        assert heading in text, heading
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    for vm, node in result["locations"].items():
+        assert rows[vm][1] == node and rows[vm][4] == "running", rows[vm]
+
+
+@pytest.mark.ray
+def test_ray_job_submit_of_evacuate_with_a_bad_target_fails_clearly(ray_head) -> None:
+    address, env = ray_head
+    out = submit(address, env, "jobs/evacuate.py", "--from", "mars-north")
+    assert out.returncode != 0
+    assert "no node 'mars-north'" in out.stdout + out.stderr
