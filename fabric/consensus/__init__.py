@@ -4,7 +4,8 @@ See `fabric.consensus.api` for how a shell drives a replica, `registry` for
 building a protocol's cluster by name, and `client` for the client side.
 """
 
-from fabric.consensus import protocols as _protocols  # noqa: F401  (registers raft and pbft)
+from fabric.consensus import acp as _acp  # noqa: F401  (registers acp)
+from fabric.consensus import protocols as _protocols  # noqa: F401  (registers raft, pbft, probft, ...)
 from fabric.consensus.api import (
     EMPTY_READY,
     ClientPolicy,

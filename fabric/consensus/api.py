@@ -165,11 +165,16 @@ class Ready:
     messages: tuple[tuple[NodeId, Any], ...] = ()
     committed: tuple[Committed, ...] = ()
     replies: tuple[ClientReply, ...] = ()
+    # (position, digest) of every batch executed by this event, empty ones included:
+    # for checkers (two honest replicas that execute different batches at one position
+    # disagree, even where the batches hold no request). Shells may ignore it.
+    decided: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def empty(self) -> bool:
         """True when there is nothing to do."""
-        return self.persist is None and not self.messages and not self.committed and not self.replies
+        return self.persist is None and not self.messages and not self.committed and not self.replies \
+            and not self.decided
 
 
 EMPTY_READY = Ready()
@@ -276,12 +281,13 @@ class ClientPolicy:
 class Outbox:
     """What a core collects during one event, turned into a Ready at its end."""
 
-    __slots__ = ("committed", "messages", "persist", "replies")
+    __slots__ = ("committed", "decided", "messages", "persist", "replies")
 
     def __init__(self) -> None:
         self.messages: list[tuple[NodeId, Any]] = []
         self.committed: list[Committed] = []
         self.replies: list[ClientReply] = []
+        self.decided: list[tuple[int, bytes]] = []
         self.persist: Any = None
 
     def send(self, to: NodeId, msg: Any) -> None:
@@ -290,12 +296,14 @@ class Outbox:
 
     def take(self) -> Ready:
         """The Ready for this event; the outbox is empty afterwards."""
-        if self.persist is None and not self.messages and not self.committed and not self.replies:
+        if self.persist is None and not self.messages and not self.committed and not self.replies \
+                and not self.decided:
             return EMPTY_READY
-        ready = Ready(persist=self.persist, messages=tuple(self.messages),
-                      committed=tuple(self.committed), replies=tuple(self.replies))
+        ready = Ready(persist=self.persist, messages=tuple(self.messages), committed=tuple(self.committed),
+                      replies=tuple(self.replies), decided=tuple(self.decided))
         self.messages.clear()
         self.committed.clear()
         self.replies.clear()
+        self.decided.clear()
         self.persist = None
         return ready

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from fabric.consensus.api import ClientPolicy, NodeId, Replica, StateMachine
 from fabric.consensus.errors import UnknownProtocolError
-from fabric.consensus.signing import Signer
+from fabric.consensus.signing import Signer, Verifier
 from fabric.errors import ConfigError
 
 FaultModel = Literal["crash", "byzantine"]
@@ -34,6 +34,10 @@ class ClusterParams:
     signatures: Literal["ed25519", "hmac"] = "ed25519"
     # Overrides of the protocol's config fields (e.g. {"election_ms": 200}).
     options: dict[str, Any] = field(default_factory=dict)
+    # Client keys made elsewhere (signers by client id, and their verifier), so that the
+    # clusters of several protocols accept the same clients (ACP switches between them).
+    # None: the cluster makes its own from the seed.
+    client_keys: tuple[dict[Hashable, Signer], Verifier] | None = None
 
 
 class Cluster(Protocol):

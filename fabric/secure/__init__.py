@@ -29,6 +29,10 @@ authenticated; nonce = 4-byte salt per direction + 8-byte sequence number.
 Replays and frames outside the window are refused (`replay`). A channel may
 be used from several threads.
 
+VRF (`vrf`): RSA-FDH-VRF of RFC 9381 Section 4 (SHA-256 suite by default):
+`VrfPrivateKey.prove(alpha)` gives a proof, `proof_to_hash(pi)` its output,
+`VrfPublicKey.verify(alpha, pi)` the same output or VrfProofError.
+
 Errors: every one is a SecureChannelError. A refused frame raises a
 FrameRejectedError (also a MalformedBatchError): MalformedFrameError,
 ForeignFrameError, OutOfWindowError, ReplayedFrameError or TamperedFrameError;
@@ -66,6 +70,7 @@ from fabric.secure.frame import (
 from fabric.secure.handshake import HandshakeInitiator, HandshakeResponder, migration_context
 from fabric.secure.identity import NodeIdentity
 from fabric.secure.keys import SessionKeys
+from fabric.secure.vrf import VrfKeyRing, VrfPrivateKey, VrfProofError, VrfPublicKey, proof_to_hash
 
 __all__ = [
     "AAD_BYTES_MAX", "FRAMES_PER_KEY", "OVERHEAD_BYTES", "PLAINTEXT_BYTES_MAX",
@@ -73,5 +78,6 @@ __all__ = [
     "FrameRejectedError", "HandshakeError", "HandshakeInitiator", "HandshakeResponder",
     "MalformedFrameError", "NodeIdentity", "OutOfWindowError", "ReplayedFrameError", "SecureChannel",
     "SecureChannelError", "SecureUsageError", "SequenceExhaustedError", "SessionKeys",
-    "TamperedFrameError", "metadata_aad", "migration_context", "sealed_bytes",
+    "TamperedFrameError", "VrfKeyRing", "VrfPrivateKey", "VrfProofError", "VrfPublicKey", "metadata_aad",
+    "migration_context", "proof_to_hash", "sealed_bytes",
 ]

@@ -18,13 +18,21 @@ from fabric.sim.campaign import (
     run_config_for,
     run_seed,
 )
-from fabric.sim.checker import HistoryOp, check_linearizable, check_prefixes, check_single_owner, check_vm
+from fabric.sim.checker import (
+    HistoryOp,
+    check_fencing,
+    check_linearizable,
+    check_prefixes,
+    check_single_owner,
+    check_vm,
+)
 from fabric.sim.faults import FAULT_KINDS, Byzantine, Crash, Delay, Faults, Partition
 from fabric.sim.runner import RunConfig, RunResult, Simulation, random_faults, run
 
 __all__ = [
     "FAULT_KINDS", "Behaviour", "Byzantine", "ByzantineContext", "CampaignConfig", "CampaignResult", "Crash",
     "Delay", "Faults", "HistoryOp", "Partition", "RunConfig", "RunResult", "Simulation", "behaviour_names",
-    "check_linearizable", "check_prefixes", "check_single_owner", "check_vm", "fault_kinds_for",
-    "random_faults", "register_behaviour", "run", "run_campaign", "run_config_for", "run_seed",
+    "check_fencing", "check_linearizable", "check_prefixes", "check_single_owner", "check_vm",
+    "fault_kinds_for", "random_faults", "register_behaviour", "run", "run_campaign", "run_config_for",
+    "run_seed",
 ]

@@ -8,6 +8,12 @@ receiver's signature check. Behaviours work on any protocol whose messages
 follow the conventions of fabric.consensus.pbft.messages (fields `src`,
 `digest` / `state_digest`, `batch`, and a `signed(signer)` method), so new BFT
 protocols get them for free; register new ones with `register_behaviour`.
+
+Byzantine replicas of one run may collude: they share `ByzantineContext.coalition`,
+a dict the simulator creates per run. "collude" uses it for the attack that
+probabilistic quorums fear most: the Byzantine leader gives each half of the
+replicas another batch, and every Byzantine voter tells each replica it votes
+to that it saw the batch that replica saw, helping both halves to a quorum.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class ByzantineContext:
     replica_ids: tuple[NodeId, ...]
     signer: Signer | None
     rng: random.Random
+    # Shared by the run's Byzantine replicas (None: they do not collude).
+    coalition: dict[Any, Any] | None = None
 
 
 Outgoing = list[tuple[NodeId, Any]]
@@ -59,6 +67,11 @@ def _resign(ctx: ByzantineContext, msg: Any, **changes: Any) -> Any:
 
 def _other_digest(ctx: ByzantineContext) -> bytes:
     return ctx.rng.randbytes(32)
+
+
+def _has_field(msg: Any, name: str) -> bool:
+    """Is `name` a field of the message (not a property computed from the others)?"""
+    return dataclasses.is_dataclass(msg) and any(f.name == name for f in dataclasses.fields(msg))
 
 
 class Silent(Behaviour):
@@ -97,16 +110,34 @@ class Equivocate(Behaviour):
         return result
 
     def _alternative(self, ctx: ByzantineContext, msg: Any) -> Any:
-        from fabric.consensus.pbft.messages import batch_digest  # conventions of the BFT messages
-
         if hasattr(msg, "batch"):
-            batch = tuple(reversed(msg.batch)) if len(msg.batch) > 1 else ()
-            return _resign(ctx, msg, batch=batch, digest=batch_digest(batch))
-        if hasattr(msg, "digest"):
+            return _other_batch(ctx, msg)
+        if _has_field(msg, "digest"):
             return _resign(ctx, msg, digest=_other_digest(ctx))
         if hasattr(msg, "state_digest"):
             return _resign(ctx, msg, state_digest=_other_digest(ctx))
         return msg
+
+
+def _other_batch(ctx: ByzantineContext, msg: Any) -> Any:
+    """The same proposal with another batch (reversed, or empty), digest kept consistent, re-signed."""
+    from fabric.consensus.pbft.messages import batch_digest  # conventions of the BFT messages
+
+    batch = tuple(reversed(msg.batch)) if len(msg.batch) > 1 else ()
+    if any(f.name == "digest" for f in dataclasses.fields(msg)):
+        return _resign(ctx, msg, batch=batch, digest=batch_digest(batch))
+    return _resign(ctx, msg, batch=batch)  # a message whose digest is computed from its content
+
+
+def _instance(msg: Any) -> tuple[Any, Any] | None:
+    """(view or round, seq or author) of a proposal or vote; None for other messages."""
+    view = getattr(msg, "view", getattr(msg, "round", None))
+    slot = getattr(msg, "seq", getattr(msg, "author", None))
+    return None if view is None or slot is None else (type(view).__name__, view, slot)
+
+
+def _proposal_digest(msg: Any) -> Any:
+    return getattr(msg, "digest", None)
 
 
 class ForgeVotes(Behaviour):
@@ -120,7 +151,7 @@ class ForgeVotes(Behaviour):
         result = list(out)
         forged: dict[int, Any] = {}
         for to, msg in out:
-            if not hasattr(msg, "digest") or hasattr(msg, "batch"):
+            if not _has_field(msg, "digest") or hasattr(msg, "batch"):
                 continue
             fake = forged.get(id(msg))
             if fake is None:
@@ -146,7 +177,7 @@ class WrongDigest(Behaviour):
             new = cache.get(id(msg))
             if new is None:
                 new = msg
-                if hasattr(msg, "digest") and not hasattr(msg, "batch"):
+                if _has_field(msg, "digest") and not hasattr(msg, "batch"):
                     new = _resign(ctx, msg, digest=_other_digest(ctx))
                 elif hasattr(msg, "state_digest"):
                     new = _resign(ctx, msg, state_digest=_other_digest(ctx))
@@ -169,6 +200,38 @@ class LyingReplies(Behaviour):
         return _lie(ctx, reply)
 
 
+class Collude(Behaviour):
+    """As leader, splits the replicas in two halves with different batches; as voter, tells each
+    replica it votes to that it saw what that replica was given (see the module doc)."""
+
+    name = "collude"
+
+    def messages(self, ctx: ByzantineContext, out: Outgoing) -> Outgoing:
+        """Equivocate as leader, double-vote as voter, coordinated through the coalition."""
+        if ctx.coalition is None:
+            return out
+        result: Outgoing = []
+        alt_cache: dict[int, Any] = {}
+        for to, msg in out:
+            key = _instance(msg)
+            if key is None or not hasattr(msg, "signed"):
+                result.append((to, msg))
+            elif hasattr(msg, "batch"):
+                if to % 2:
+                    alt = alt_cache.get(id(msg))
+                    if alt is None:
+                        alt = alt_cache[id(msg)] = _other_batch(ctx, msg)
+                    msg = alt
+                ctx.coalition.setdefault(("split", key), {})[to] = _proposal_digest(msg)
+                result.append((to, msg))
+            else:
+                seen = ctx.coalition.get(("split", key), {}).get(to)
+                if seen is not None and _has_field(msg, "digest") and msg.digest != seen:
+                    msg = _resign(ctx, msg, digest=seen)
+                result.append((to, msg))
+        return result
+
+
 def _lie(ctx: ByzantineContext, reply: ClientReply) -> ClientReply:
     if reply.status != "ok":
         return reply
@@ -178,17 +241,28 @@ def _lie(ctx: ByzantineContext, reply: ClientReply) -> ClientReply:
 
 
 _BEHAVIOURS: dict[str, Callable[[], Behaviour]] = {}
+# Behaviours a campaign draws from unless told otherwise. A behaviour added later is
+# registered outside it, so the campaigns of existing protocols keep drawing the
+# same faults for the same seed (their mutation tests rely on seed windows).
+_DRAWN_BY_DEFAULT: list[str] = []
 
 
-def register_behaviour(name: str, factory: Callable[[], Behaviour]) -> None:
+def register_behaviour(name: str, factory: Callable[[], Behaviour], *, drawn_by_default: bool = True) -> None:
     """Make a behaviour available by name to Faults and the campaign."""
     assert name not in _BEHAVIOURS, f"behaviour {name} registered twice"
     _BEHAVIOURS[name] = factory
+    if drawn_by_default:
+        _DRAWN_BY_DEFAULT.append(name)
 
 
 def behaviour_names() -> list[str]:
     """Registered behaviour names, sorted."""
     return sorted(_BEHAVIOURS)
+
+
+def default_behaviour_names() -> list[str]:
+    """The behaviours campaigns draw from by default, sorted."""
+    return sorted(_DRAWN_BY_DEFAULT)
 
 
 def make_behaviour(name: str) -> Behaviour:
@@ -198,3 +272,4 @@ def make_behaviour(name: str) -> Behaviour:
 
 for _cls in (Silent, Equivocate, ForgeVotes, WrongDigest, LyingReplies):
     register_behaviour(_cls.name, _cls)
+register_behaviour(Collude.name, Collude, drawn_by_default=False)

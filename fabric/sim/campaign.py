@@ -4,6 +4,14 @@ Seed s always gives the same run: its faults, its protocol options (some are
 drawn per seed, e.g. Raft with and without pre-vote and check-quorum, so both
 halves of the configuration space are exercised) and every event. `replay`
 re-runs one seed with an event log.
+
+Per protocol: the newer BFT protocols also face colluding Byzantine replicas
+(behaviour "collude"); ACP's runs draw a schedule of mode changes, so each run
+switches protocol two or three times while its clients migrate VMs; ProBFT's
+agreement is probabilistic, so its campaigns count agreement violations (a
+result, reported against the bound) and fail only on a fencing violation
+(RunResult.fencing_violations: what VM hosts act on let a VM run twice) or a
+liveness failure.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import Any
 
 from fabric.consensus.registry import get_protocol
 from fabric.errors import ConfigError
+from fabric.sim.byzantine import default_behaviour_names
 from fabric.sim.faults import FAULT_KINDS, Faults
 from fabric.sim.runner import RunConfig, RunResult, random_faults, run
 
@@ -38,7 +47,36 @@ def _option_space(protocol: str, rng: random.Random) -> dict[str, Any]:
         return {"pre_vote": rng.random() < 0.75, "check_quorum": rng.random() < 0.5}
     if protocol == "pbft":
         return {"batch_max": rng.choice((1, 8)), "pipeline_max": rng.choice((1, 2, 4))}
+    if protocol == "probft":
+        return {"batch_max": rng.choice((1, 8)), "pipeline_max": rng.choice((1, 2))}
+    if protocol == "tpbft":
+        # Short epochs switch group and primaries often; batch_max 2 is one stamp and one request.
+        return {"batch_max": rng.choice((2, 8)), "pipeline_max": rng.choice((1, 2)),
+                "epoch_length": rng.choice((4, 8, 16))}
+    if protocol == "bullshark":
+        return {"batch_max": rng.choice((1, 8)), "leader_timeout_ms": rng.choice((100, 200, 400))}
+    if protocol == "acp":
+        return {"internet": rng.choice(("pbft", "probft", "tpbft", "bullshark")),
+                "hybrid": rng.choice(("pbft", "probft", "tpbft"))}
     return {}
+
+
+def _mode_changes(rng: random.Random, heal_ms: int) -> tuple[tuple[int, str], ...]:
+    """ACP: two or three mode changes during the faulty period, each to another mode."""
+    times = sorted(rng.sample(range(50, max(51, heal_ms)), rng.choice((2, 3))))
+    modes, mode = [], "datacenter"
+    for _ in times:
+        mode = rng.choice([m for m in ("datacenter", "internet", "hybrid") if m != mode])
+        modes.append(mode)
+    return tuple(zip(times, modes, strict=True))
+
+
+# Byzantine behaviours per protocol: the classic five for PBFT (its campaign's seeds stay as
+# they were), and collusion against the newer ones.
+CAMPAIGN_BEHAVIOURS: dict[str, tuple[str, ...]] = {
+    p: (*default_behaviour_names(), "collude") for p in ("probft", "tpbft", "bullshark")}
+# Protocols whose agreement is probabilistic: their campaigns count agreement violations.
+PROBABILISTIC = ("probft",)
 
 
 # Share of BFT runs signed with real Ed25519 rather than the simulator's HMAC:
@@ -55,8 +93,11 @@ def run_config_for(base: RunConfig, seed: int, *, randomize: bool = True) -> Run
     signatures = base.signatures
     if get_protocol(base.protocol).fault_model == "byzantine" and base.signatures == "hmac" \
             and rng.random() < ED25519_SHARE:
-        signatures = "ed25519"
-    return replace(base, options={**drawn, **base.options}, signatures=signatures)
+        signatures = "ed25519"  # ProBFT: and RSA-FDH-VRF instead of its HMAC stand-in
+    config = replace(base, options={**drawn, **base.options}, signatures=signatures)
+    if base.protocol == "acp" and not base.mode_changes:
+        config = replace(config, mode_changes=_mode_changes(rng, HEAL_MS))
+    return config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +134,8 @@ class CampaignConfig:
     def faults_for(self, seed: int) -> Faults:
         """Seed's faults."""
         return random_faults(run_config_for(self.run, seed, randomize=self.randomize_options), seed,
-                             self.fault_kinds, heal_ms=self.heal_ms)
+                             self.fault_kinds, heal_ms=self.heal_ms,
+                             behaviours=CAMPAIGN_BEHAVIOURS.get(self.run.protocol))
 
 
 @dataclass(kw_only=True)
@@ -105,12 +147,15 @@ class CampaignResult:
     runs: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     safety_violations: int = 0
+    fencing_violations: int = 0
     liveness_failures: int = 0
     inconclusive: int = 0
     messages: int = 0
     decisions: int = 0
     ops: int = 0
     events: int = 0
+    # Runs signed with Ed25519 (ProBFT: and its VRF by RSA-FDH-VRF), not the simulator's HMAC.
+    real_crypto_runs: int = 0
     wall_s: float = 0.0
     replica_counters: dict[str, int] = field(default_factory=dict)
     failing_seeds: list[int] = field(default_factory=list)
@@ -135,22 +180,27 @@ class CampaignResult:
         self.inconclusive += r.inconclusive
         if r.safety_violations:
             self.safety_violations += 1
+        if r.fencing_violations:
+            self.fencing_violations += 1
         if r.liveness_failures:
             self.liveness_failures += 1
-        if not r.ok:
+        if not r.ok or r.fencing_violations:
             self.failing_seeds.append(r.seed)
             if len(self.failures) < FAILURES_KEPT:
                 self.failures.append({"seed": r.seed, "safety": list(r.safety_violations[:3]),
+                                      "fencing": list(r.fencing_violations[:3]),
                                       "liveness": list(r.liveness_failures[:3])})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {"protocol": self.protocol, "runs": self.runs, "seeds": [self.start, self.start + self.runs],
                 "faults_injected": dict(sorted(self.faults.items())),
-                "safety_violations": self.safety_violations, "liveness_failures": self.liveness_failures,
+                "safety_violations": self.safety_violations, "fencing_violations": self.fencing_violations,
+                "liveness_failures": self.liveness_failures,
                 "inconclusive_checks": self.inconclusive, "messages": self.messages,
                 "decisions": self.decisions, "messages_per_decision": round(self.messages_per_decision, 2),
-                "ops": self.ops, "events": self.events, "wall_s": round(self.wall_s, 2),
+                "ops": self.ops, "events": self.events, "real_crypto_runs": self.real_crypto_runs,
+                "wall_s": round(self.wall_s, 2),
                 "replica_counters": dict(sorted(self.replica_counters.items())),
                 "failing_seeds": self.failing_seeds, "failures": self.failures}
 
@@ -169,6 +219,8 @@ def run_campaign(cfg: CampaignConfig, progress: Callable[[CampaignResult], None]
     t0 = time.perf_counter()
     for seed in range(cfg.start, cfg.start + cfg.seeds):
         result.add(run_seed(cfg, seed))
+        if run_config_for(cfg.run, seed, randomize=cfg.randomize_options).signatures == "ed25519":
+            result.real_crypto_runs += 1
         if progress is not None and result.runs % progress_every == 0:
             result.wall_s = time.perf_counter() - t0
             progress(result)

@@ -1,4 +1,5 @@
-"""Checks of one simulated run: linearizability per VM, one owner per epoch, equal committed prefixes.
+"""Checks of one simulated run: linearizability per VM, one owner per epoch, equal committed prefixes,
+and fencing (what VM hosts act on never runs a VM twice).
 
 Linearizability (Herlihy and Wing): the ledger is a map of independent VM
 records, so a history is linearizable iff each VM's sub-history is (locality),
@@ -189,3 +190,37 @@ def check_prefixes(applied: dict[Any, dict[tuple[int, int], tuple[Any, Any]]]) -
                 if len(bad) >= 10:
                     return bad
     return bad
+
+
+
+def check_fencing(ops: Iterable[HistoryOp]) -> list[str]:
+    """What clients accepted never lets a VM run twice (ARCHITECTURE.md invariant 1).
+
+    VM hosts act on the outcomes their ledger clients accept: the owner at an epoch
+    runs the VM, an open migration copies it, an accepted Commit makes the
+    destination resume it, an accepted Abort the source. So among the completed
+    client operations: one owner per (VM, epoch); one migration (source,
+    destination) per (VM, migration epoch); no migration both committed and aborted.
+    Unlike the other checks this one holds for ProBFT too, whatever its quorums do
+    (see fabric.consensus.probft.core).
+    """
+    done = [o for o in ops if o.ret is not None and isinstance(o.result, Outcome)]
+    bad = check_single_owner(o.result for o in done)
+    opened: dict[tuple[str, int], tuple[str, str]] = {}
+    resolved: dict[tuple[str, int], set[str]] = {}
+    for o in done:
+        res = o.result
+        assert res is not None
+        rec = res.record
+        if rec is not None and rec.migration is not None:
+            m = rec.migration
+            have = opened.setdefault((rec.vm, m.epoch), (m.source, m.destination))
+            if have != (m.source, m.destination):
+                bad.append(f"{rec.vm} has two migrations at epoch {m.epoch}: {have} and "
+                           f"{(m.source, m.destination)}")
+        if res.accepted and isinstance(o.op, CommitMigration | AbortMigration):
+            kinds = resolved.setdefault((o.op.vm, o.op.epoch), set())
+            kinds.add(type(o.op).__name__)
+            if len(kinds) == 2:
+                bad.append(f"{o.op.vm}'s migration at epoch {o.op.epoch} was both committed and aborted")
+    return bad[:10]

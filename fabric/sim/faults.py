@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from fabric.errors import ConfigError
@@ -101,14 +102,14 @@ class Partition:
             return False
         return not self.flap_ms or ((now_ms - self.start_ms) // self.flap_ms) % 2 == 0
 
+    @cached_property
+    def _group_of(self) -> dict[Address, int]:
+        return {a: k for k, g in enumerate(self.groups) for a in g}
+
     def cuts(self, src: Address, dst: Address) -> bool:
         """Does it cut src -> dst (when active)?"""
-        gs = gd = -1
-        for k, g in enumerate(self.groups):
-            if src in g:
-                gs = k
-            if dst in g:
-                gd = k
+        gs = self._group_of.get(src, -1)
+        gd = self._group_of.get(dst, -1)
         if gs < 0 or gd < 0 or gs == gd:
             return False
         return self.kind == "split" or (gs == 0 and gd == 1)
@@ -207,9 +208,12 @@ class Faults:
     @classmethod
     def random(cls, rng: random.Random, *, kinds: tuple[str, ...], replica_ids: tuple[int, ...],
                client_ids: tuple[str, ...], fault_model: str, faults_tolerated: int,
-               heal_ms: int, membership: bool = False) -> Faults:
-        """Random faults of some of the given kinds, all inside the fault model (see the module doc)."""
-        from fabric.sim.byzantine import behaviour_names
+               heal_ms: int, membership: bool = False, behaviours: tuple[str, ...] | None = None) -> Faults:
+        """Random faults of some of the given kinds, all inside the fault model (see the module doc).
+
+        Byzantine replicas run one of `behaviours` (None: the default set).
+        """
+        from fabric.sim.byzantine import default_behaviour_names
 
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown:
@@ -249,7 +253,7 @@ class Faults:
                                                 flap_ms=flap))
         byzantine: list[Byzantine] = []
         if "byzantine" in kinds and fault_model == "byzantine" and faults_tolerated:
-            names = behaviour_names()
+            names = list(behaviours) if behaviours is not None else default_behaviour_names()
             for rid in rng.sample(list(replica_ids), rng.randint(0, faults_tolerated)):
                 byzantine.append(Byzantine(replica=rid, behaviour=rng.choice(names)))
         crashes = []

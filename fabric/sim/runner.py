@@ -38,7 +38,13 @@ from fabric.ledger.state import (
     VmRecord,
 )
 from fabric.sim.byzantine import Behaviour, ByzantineContext, make_behaviour
-from fabric.sim.checker import HistoryOp, check_linearizable, check_prefixes, check_single_owner
+from fabric.sim.checker import (
+    HistoryOp,
+    check_fencing,
+    check_linearizable,
+    check_prefixes,
+    check_single_owner,
+)
 from fabric.sim.faults import Faults, Partition
 
 # Protocol settings for simulated runs: short timeouts so that a run of a few
@@ -51,16 +57,28 @@ SIM_OPTIONS: dict[str, dict[str, Any]] = {
     "pbft": {"checkpoint_interval": 4, "watermark_window": 8, "request_timeout_ms": 300,
              "view_change_timeout_ms": 300, "view_change_backoff_max": 3, "resend_ms": 150, "batch_max": 8,
              "pipeline_max": 2},
+    "probft": {"checkpoint_interval": 4, "watermark_window": 8, "request_timeout_ms": 300,
+               "view_change_timeout_ms": 300, "view_change_backoff_max": 3, "resend_ms": 150, "batch_max": 8,
+               "pipeline_max": 2, "history_max": 64},
+    "tpbft": {"checkpoint_interval": 4, "watermark_window": 8, "request_timeout_ms": 300,
+              "view_change_timeout_ms": 300, "view_change_backoff_max": 3, "resend_ms": 150, "batch_max": 8,
+              "pipeline_max": 2, "epoch_length": 8},
+    "bullshark": {"batch_max": 8, "leader_timeout_ms": 200, "resend_ms": 150, "gc_depth": 12,
+                  "checkpoint_anchors": 4},
 }
-SIM_REPLICAS = {"raft": 3, "pbft": 4}
+# ACP runs the other protocols' replicas, with their simulation settings.
+SIM_OPTIONS["acp"] = {"resend_ms": 150, "protocol_options": {p: dict(o) for p, o in SIM_OPTIONS.items()}}
+SIM_REPLICAS = {"raft": 3, "pbft": 4, "probft": 4, "tpbft": 4, "bullshark": 4, "acp": 4}
 # After the heal, every operation must complete within this (virtual) time. Raft:
 # a few election timeouts plus client backoff; PBFT: a few view changes with
-# backoff capped at 2**3 * 300 ms, plus client backoff.
-LIVENESS_MS = {"raft": 4_000, "pbft": 10_000}
+# backoff capped at 2**3 * 300 ms, plus client backoff; ProBFT like PBFT.
+LIVENESS_MS = {"raft": 4_000, "pbft": 10_000, "probft": 10_000, "tpbft": 10_000, "bullshark": 10_000,
+               "acp": 10_000}
 EVENTS_MAX = 400_000
 _NEVER = 1 << 62  # a run that needs more is stuck in a loop: reported as a liveness failure
 
-_DELIVER, _TICK, _CLIENT_TICK, _CLIENT_NEXT, _CRASH, _RESTART, _HEAL, _ISOLATE, _ABANDON, _RECONF = range(10)
+(_DELIVER, _TICK, _CLIENT_TICK, _CLIENT_NEXT, _CRASH, _RESTART, _HEAL, _ISOLATE, _ABANDON, _RECONF,
+ _MODE) = range(11)
 RECONF_RETRY_MS = 30  # a membership change no leader accepted yet is tried again this much later
 
 
@@ -89,6 +107,12 @@ class RunConfig:
     sim_options: bool = True
     client: ClientConfig = field(default_factory=ClientConfig)
     events_max: int = EVENTS_MAX
+    # (at_ms, mode): the link mode changes then, and every live replica is told (ACP switches
+    # protocol; protocols without modes ignore it).
+    mode_changes: tuple[tuple[int, str], ...] = ()
+    # "random": ledger operations of every kind on shared VMs; "migrations": each client
+    # migrates its own VMs step by step (_MigrationStream).
+    workload: str = "random"
 
     def validate(self) -> RunConfig:
         """Return self, or raise ConfigError."""
@@ -105,6 +129,12 @@ class RunConfig:
             raise ConfigError(f"run op_timeout_ms={self.op_timeout_ms}: use 1..3600000")
         if self.signatures not in ("hmac", "ed25519"):
             raise ConfigError("run signatures: use hmac or ed25519")
+        if self.workload not in ("random", "migrations"):
+            raise ConfigError(f"run workload={self.workload!r}: use random or migrations")
+        for at_ms, mode in self.mode_changes:
+            if not 0 <= at_ms <= 3_600_000 or mode not in ("datacenter", "internet", "hybrid"):
+                raise ConfigError(f"run mode change ({at_ms}, {mode!r}): use 0..3600000 ms and "
+                                  "datacenter, internet or hybrid")
         self.client.validate()
         return self
 
@@ -140,6 +170,9 @@ class RunResult:
     events: int
     trace_digest: str
     messages_by_type: dict[str, int] = field(default_factory=dict)
+    # What a VM host acts on never lets a VM run twice (fabric.sim.checker.check_fencing):
+    # checked on the answers clients accepted, apart from the replicas' agreement.
+    fencing_violations: tuple[str, ...] = ()
     # The replicas' own counters (elections, view changes, snapshots, dropped input...),
     # summed over replicas and their incarnations: which paths the run exercised.
     replica_counters: dict[str, int] = field(default_factory=dict)
@@ -198,6 +231,28 @@ class _Workload:
         return self._rng.choice([x for x in self._nodes if x != node])
 
 
+class _MigrationStream(_Workload):
+    """Each client migrates its own VMs, one step at a time: register, then begin and commit, again
+    and again; after an answer it did not get (abandoned), it reads the VM first. So every VM's
+    final epoch counts the migrations committed (ACP's tests: nothing lost, nothing applied twice)."""
+
+    def next(self) -> tuple[Any, bool]:
+        """The VM's next step, or a read where the last answer is unknown."""
+        vm = self._rng.choice(self._vms)
+        rec = self._known.get(vm, self._UNKNOWN)
+        if rec is self._UNKNOWN:
+            return ReadVm(vm=vm), True
+        if rec is None:
+            return RegisterVm(vm=vm, node=self._nodes[0]), False
+        if rec.migration is not None:
+            return CommitMigration(vm=vm, epoch=rec.migration.epoch), False
+        return BeginMigration(vm=vm, source=rec.owner, destination=self._other(rec.owner)), False
+
+    def forget(self, op: Any) -> None:
+        """The answer to `op` never came: its VM's state is unknown until read."""
+        self._known.pop(op.vm, None)
+
+
 class _Op:
     __slots__ = ("call", "call_ms", "client", "op", "result", "ret", "ret_ms", "status")
 
@@ -241,10 +296,11 @@ class Simulation:
         self.replicas: dict[NodeId, Any] = {rid: self._boot(rid) for rid in self.cluster.replica_ids}
         self._tick_token: dict[NodeId, tuple[int, int] | None] = dict.fromkeys(self.replicas)
         self.byzantine: dict[NodeId, tuple[Behaviour, ByzantineContext]] = {}
+        coalition: dict[Any, Any] = {}  # shared by this run's Byzantine replicas (behaviour "collude")
         for b in self.faults.byzantine:
             ctx = ByzantineContext(replica=b.replica, replica_ids=self.cluster.replica_ids,
                                    signer=self.cluster.replica_signer(b.replica),
-                                   rng=random.Random(f"{seed}:byzantine:{b.replica}"))
+                                   rng=random.Random(f"{seed}:byzantine:{b.replica}"), coalition=coalition)
             self.byzantine[b.replica] = (make_behaviour(b.behaviour), ctx)
         vms = [f"vm-{i}" for i in range(1, config.vms + 1)]
         self.clients: dict[str, ConsensusClient] = {}
@@ -257,13 +313,21 @@ class Simulation:
             self.clients[cid] = ConsensusClient(cid, self.cluster.client_policy, config=config.client,
                                                 signer=self.cluster.client_signer(cid))
             self._client_rng[cid] = random.Random(f"{seed}:client:{cid}")
-            self._workloads[cid] = _Workload(random.Random(f"{seed}:workload:{cid}"), vms, config.nodes)
+            if config.workload == "migrations":
+                mine = [f"{cid}-{vm}" for vm in vms]
+                stream = _MigrationStream(random.Random(f"{seed}:workload:{cid}"), mine, config.nodes)
+                stream._known = dict.fromkeys(mine)  # None: not registered yet
+                self._workloads[cid] = stream
+            else:
+                self._workloads[cid] = _Workload(random.Random(f"{seed}:workload:{cid}"), vms, config.nodes)
             self._client_ops_left[cid] = config.ops_per_client
             self._client_op[cid] = None
             self._client_tick_token[cid] = None
         self.history: list[_Op] = []
         # replica -> (index, slot) -> (request key, result): what each honest replica applied
         self.applied: dict[NodeId, dict[tuple[int, int], tuple[Any, Any]]] = {r: {} for r in self.replicas}
+        # position -> (batch digest, first honest replica to execute it), from Ready.decided
+        self.decided: dict[int, tuple[bytes, NodeId]] = {}
         self.outcomes_seen: list[Outcome] = []
         self.safety: list[str] = []
         self.messages = 0
@@ -319,9 +383,10 @@ class Simulation:
         heapq.heappush(self._queue, (max(d, self.now), self._seq, _CLIENT_TICK, cid, self._seq, None))
 
     def _blocked(self, src: Any, dst: Any) -> bool:
-        if self.now >= self.faults.heal_ms:
+        if not self._partitions or self.now >= self.faults.heal_ms:  # the common case, checked first
             return False
-        return any(p.active(self.now) and p.cuts(src, dst) for p in self._partitions)
+        now = self.now
+        return any(p.active(now) and p.cuts(src, dst) for p in self._partitions)
 
     def _send(self, src: Any, dst: Any, msg: Any) -> None:
         if self._blocked(src, dst):
@@ -364,7 +429,7 @@ class Simulation:
         counts = self.messages_by_type
         for to, msg in messages:
             self.messages += 1
-            name = type(msg).__name__
+            name = getattr(msg, "kind", None) or type(msg).__name__  # an envelope names what it carries
             counts[name] = counts.get(name, 0) + 1
             self._send(rid, to, msg)
         if byz is None:
@@ -377,6 +442,11 @@ class Simulation:
                     self.safety.append(f"replica {rid} applied {pos} twice differently: {have} then {entry}")
                 if isinstance(c.result, Outcome):
                     self.outcomes_seen.append(c.result)
+            for pos, d in ready.decided:
+                have = self.decided.setdefault(pos, (d, rid))
+                if have[0] != d and len(self.safety) < 20:
+                    self.safety.append(f"position {pos}: replica {have[1]} executed batch "
+                                       f"{have[0].hex()[:8]}, replica {rid} batch {d.hex()[:8]}")
         for reply in replies:
             self._send(rid, reply.client_id, reply)
         self._schedule_tick(rid)
@@ -418,6 +488,9 @@ class Simulation:
                     self.outcomes_seen.append(out.done.result)
             else:
                 record.status = out.done.status  # "gave-up" or "abandoned": outcome unknown
+                workload = self._workloads[cid]
+                if isinstance(workload, _MigrationStream):
+                    workload.forget(record.op)
             think = self._client_rng[cid].randint(0, self.config.think_ms_max)
             self._push(self.now + think, _CLIENT_NEXT, cid)
         self._schedule_client_tick(cid)
@@ -515,6 +588,8 @@ class Simulation:
                 self._push(p.start_ms, _ISOLATE, p)
         for k, rc in enumerate(f.reconfigurations):
             self._push(rc.remove_ms, _RECONF, k, "remove")
+        for at_ms, mode in self.config.mode_changes:
+            self._push(at_ms, _MODE, mode)
         self._push(f.heal_ms, _HEAL)
         liveness: list[str] = []
         try:
@@ -561,6 +636,14 @@ class Simulation:
                     self._isolate_leader(a)
                 elif kind == _RECONF:
                     self._reconfigure(a, b)
+                elif kind == _MODE:
+                    if self._log is not None:
+                        self._log(f"{t:6d} MODE {a}")
+                    for rid in sorted(self.replicas):
+                        replica = self.replicas[rid]
+                        if replica is not None and hasattr(replica, "change_mode"):
+                            self._process(rid, replica.tick(t))
+                            self._process(rid, replica.change_mode(a))
                 elif kind == _ABANDON:
                     if self._client_op.get(a) is b:  # still waiting for that very operation
                         done = self.clients[a].abandon(t)
@@ -595,6 +678,7 @@ class Simulation:
                    for o in self.history]
         lin, inconclusive = check_linearizable(history)
         safety = [*self.safety, *lin, *check_single_owner(self.outcomes_seen), *check_prefixes(self.applied)]
+        fencing = check_fencing(history)
         summary = {**f.summary(), "dropped": self.dropped, "duplicated": self.duplicated,
                    "reordered": self.reordered, "crashes_done": self.crash_count,
                    "membership_changes_done": self.reconfigs_done}
@@ -614,6 +698,7 @@ class Simulation:
                          decisions=sum(1 for o in self.history if o.status == "ok"), virtual_ms=self.now,
                          events=self.events, trace_digest=self._trace.hexdigest(),
                          messages_by_type=dict(sorted(self.messages_by_type.items())),
+                         fencing_violations=tuple(fencing),
                          replica_counters=dict(sorted(self._counters.items())),
                          latency_ms_p50=p50, latency_ms_p99=p99)
 
@@ -631,15 +716,16 @@ def run(config: RunConfig, seed: int, faults: Faults | None = None,
     return Simulation(config, seed, faults or Faults(), log).run()
 
 
-def random_faults(config: RunConfig, seed: int, kinds: tuple[str, ...], *, heal_ms: int = 1_500) -> Faults:
-    """The faults a campaign draws for `seed` (same seed, same faults)."""
+def random_faults(config: RunConfig, seed: int, kinds: tuple[str, ...], *, heal_ms: int = 1_500,
+                  behaviours: tuple[str, ...] | None = None) -> Faults:
+    """The faults a campaign draws for `seed` (same seed, same faults); `behaviours` as Faults.random."""
     spec = get_protocol(config.protocol)
     n = config.replicas
     clients = tuple(f"c{i}" for i in range(1, config.clients + 1))
     return Faults.random(random.Random(f"{seed}:faults"), kinds=kinds, replica_ids=spec.replica_ids(n),
                          client_ids=clients, fault_model=spec.fault_model,
                          faults_tolerated=spec.faults_tolerated(n), heal_ms=heal_ms,
-                         membership=spec.membership)
+                         membership=spec.membership, behaviours=behaviours)
 
 
 def with_options(config: RunConfig, **options: Any) -> RunConfig:

@@ -22,6 +22,16 @@ want it, and f+1 replicas wanting a higher view pull a replica along.
 Roles are explicit: `mode` is "normal" or "view-change"; the primary of the
 current view batches; everything else is a backup. A message from a peer that
 fails its signature or makes no sense is dropped and counted, never raised.
+
+The same core serves the PBFT family. A config may name the `voters` (the
+consensus group; the other replicas are observers that receive PrePrepares,
+Commits, Checkpoints and NewViews and execute on a quorum of the group's
+Commits, but never vote), the `primary_order` (the primary of view v is
+primary_order[v mod m], not v mod n) and a sequence range (`seq_base`,
+`seq_max`) for an instance that starts from a given checkpoint and ends at
+another: T-PBFT runs one instance per trust epoch. Subclasses change how votes
+travel and count through the hooks in the "family hooks" section (ProBFT sends
+its votes to VRF-chosen samples and counts probabilistic quorums).
 """
 
 from __future__ import annotations
@@ -96,16 +106,35 @@ class PbftConfig:
     future_msgs_max: int = 512
     # View changes kept for views this far above ours.
     views_ahead_max: int = 16
+    # The consensus group (empty: every replica 0..n-1); the others only observe.
+    voters: tuple[int, ...] = ()
+    # Primaries in turn (empty: the voters in id order): the primary of view v is
+    # primary_order[v mod len(primary_order)].
+    primary_order: tuple[int, ...] = ()
+    # This instance starts after seq_base (the checkpoint it starts from needs no
+    # proof) and ends at seq_max (0: never); both multiples of checkpoint_interval.
+    seq_base: int = 0
+    seq_max: int = 0
+
+    @property
+    def voter_ids(self) -> tuple[int, ...]:
+        """The consensus group, defaulted."""
+        return tuple(sorted(self.voters)) if self.voters else tuple(range(self.n))
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """Primaries in turn, defaulted."""
+        return self.primary_order or self.voter_ids
 
     @property
     def f(self) -> int:
-        """Byzantine replicas tolerated."""
-        return (self.n - 1) // 3
+        """Byzantine voters tolerated."""
+        return (len(self.voter_ids) - 1) // 3
 
     @property
     def quorum(self) -> int:
-        """Replicas in a quorum: any two share f+1, so at least one honest one."""
-        return (self.n + self.f) // 2 + 1
+        """Voters in a quorum: any two share f+1, so at least one honest one."""
+        return (len(self.voter_ids) + self.f) // 2 + 1
 
     def validate(self) -> PbftConfig:
         """Return self, or raise ConfigError naming the bad value and its allowed range."""
@@ -135,6 +164,15 @@ class PbftConfig:
                 raise bad(name, "use 1..1000000")
         if not 1 <= self.views_ahead_max <= 1_000:
             raise bad("views_ahead_max", "use 1..1000")
+        if self.voters and (len(set(self.voters)) != len(self.voters) or len(self.voters) < 4
+                            or any(type(v) is not int or not 0 <= v < self.n for v in self.voters)):
+            raise bad("voters", "use at least 4 distinct ids in 0..n-1")
+        if self.primary_order and sorted(self.primary_order) != list(self.voter_ids):
+            raise bad("primary_order", "use an ordering of the voters")
+        if self.seq_base < 0 or self.seq_base % self.checkpoint_interval:
+            raise bad("seq_base", "use a multiple of checkpoint_interval, >= 0")
+        if self.seq_max and (self.seq_max <= self.seq_base or self.seq_max % self.checkpoint_interval):
+            raise bad("seq_max", "use 0 (no end) or a multiple of checkpoint_interval above seq_base")
         return self
 
 
@@ -170,6 +208,9 @@ class PbftReplica:
         self._id = config.id
         self._n = config.n
         self._quorum = config.quorum
+        self._voters = frozenset(config.voter_ids)
+        self._order = config.order
+        self._is_voter = config.id in self._voters
         self._sm = state_machine
         self._rng = rng
         self._signer = signer
@@ -181,11 +222,11 @@ class PbftReplica:
 
         self.view = 0
         self.mode = NORMAL
-        self.low = 0  # h: the stable checkpoint
+        self.low = config.seq_base  # h: the stable checkpoint
         self._stable_digest = b""
         self._stable_proof: tuple[Checkpoint, ...] = ()
         self._stable_snapshot: Any = None
-        self.last_exec = 0
+        self.last_exec = config.seq_base
         self._slots: dict[int, _Slot] = {}
         self._checkpoints: dict[int, dict[NodeId, Checkpoint]] = {}
         self._own_checkpoints: dict[int, tuple[bytes, Any]] = {}
@@ -196,7 +237,7 @@ class PbftReplica:
         self._pending: OrderedDict[tuple[str, int], Request] = OrderedDict()
         self._unassigned: OrderedDict[tuple[str, int], Request] = OrderedDict()  # primary only
         self._assigned: set[tuple[str, int]] = set()
-        self._next_seq = 1
+        self._next_seq = config.seq_base + 1
         self._request_deadline: int | None = None
         self._vc_deadline: int | None = None
         self._vc_attempt = 0
@@ -221,13 +262,16 @@ class PbftReplica:
     @property
     def primary(self) -> NodeId:
         """The primary of the current view."""
-        return self.view % self._n
+        return self._primary_of(self.view)
+
+    def _primary_of(self, view: int) -> NodeId:
+        return self._order[view % len(self._order)]
 
     def step(self, msg: Any) -> Ready:
         """Take a peer's message (or a client request a backup forwarded)."""
         if type(msg) is Request:
             return self.propose(msg)
-        if type(msg) not in MESSAGE_TYPES:
+        if type(msg) not in self._MESSAGE_TYPES:
             self._count("dropped_unknown_type")
             return self._ready()
         try:
@@ -247,8 +291,9 @@ class PbftReplica:
         assert now_ms >= self._now, f"time went backwards: {now_ms} < {self._now}"
         self._now = now_ms
         if self.mode == NORMAL:
-            if self._request_deadline is not None and now_ms >= self._request_deadline:
+            if self._request_deadline is not None and now_ms >= self._request_deadline and self._is_voter:
                 self._count("request_timeouts")
+                self._on_request_timeout(self.view)
                 self._start_view_change(self.view + 1)
         else:
             if self._vc_deadline is not None and now_ms >= self._vc_deadline:
@@ -256,7 +301,7 @@ class PbftReplica:
                 self._start_view_change(self.view + 1)
             elif self._resend_deadline is not None and now_ms >= self._resend_deadline:
                 assert self._own_vc is not None
-                self._send_all(self._own_vc)  # it may have been lost
+                self._send_voters(self._own_vc)  # it may have been lost
                 self._resend_deadline = now_ms + self.config.resend_ms
         if self._need_state is not None and self._fetch_deadline is not None \
                 and now_ms >= self._fetch_deadline:
@@ -274,22 +319,22 @@ class PbftReplica:
 
     def deadline_ms(self) -> int | None:
         """When `tick` next has work."""
-        times = [t for t in (self._request_deadline if self.mode == NORMAL else None,
+        times = [t for t in (self._request_deadline if self.mode == NORMAL and self._is_voter else None,
                              self._vc_deadline if self.mode == VIEW_CHANGE else None,
                              self._resend_deadline if self.mode == VIEW_CHANGE else None,
                              self._fetch_deadline if self._need_state is not None else None) if t is not None]
         return min(times) if times else None
 
     def status_role(self) -> str:
-        """"primary" or "backup", with " (view-change)" while changing views."""
-        role = "primary" if self.primary == self._id else "backup"
+        """"primary", "backup" or "observer", with " (view-change)" while changing views."""
+        role = "primary" if self.primary == self._id else "backup" if self._is_voter else "observer"
         return role if self.mode == NORMAL else f"{role} (view-change)"
 
     def status(self) -> ReplicaStatus:
         """Role, view, primary, executed sequence number, members, counters."""
         return ReplicaStatus(id=self._id, role=self.status_role(), term=self.view,
                              leader=self.primary if self.mode == NORMAL else None, commit=self.last_exec,
-                             applied=self.last_exec, members=tuple(range(self._n)),
+                             applied=self.last_exec, members=self.config.voter_ids,
                              counters=dict(self.counters))
 
     # -- helpers -----------------------------------------------------------------
@@ -305,14 +350,24 @@ class PbftReplica:
             if r != self._id:
                 self._out.send(r, msg)
 
+    def _send_voters(self, msg: Any) -> None:
+        for r in self.config.voter_ids:
+            if r != self._id:
+                self._out.send(r, msg)
+
     def _verify(self, msg: Any) -> bool:
         if msg.verify(self._verifier):
             return True
         self._count("dropped_bad_signature")
         return False
 
+    def _high(self) -> int:
+        """The high watermark: the window above the stable checkpoint, capped at the instance's end."""
+        high = self.low + self.config.watermark_window
+        return min(high, self.config.seq_max) if self.config.seq_max else high
+
     def _in_window(self, seq: int) -> bool:
-        return self.low < seq <= self.low + self.config.watermark_window
+        return self.low < seq <= self._high()
 
     def _slot(self, seq: int, view: int) -> _Slot | None:
         """The slot for `seq` in `view`, reset if it held an older view; None if it is newer."""
@@ -361,6 +416,7 @@ class PbftReplica:
         found, result = self._sm.cached_result(req)
         if found:
             self._reply(req, result)
+            self._request_was_done(req)
             return
         key = req.key
         if key in self._pending:
@@ -388,10 +444,10 @@ class PbftReplica:
         """Primary: pre-prepare waiting requests while the pipeline and the window have room."""
         cfg = self.config
         while (self.mode == NORMAL and self.primary == self._id and self._unassigned
-               and self._next_seq <= self.low + cfg.watermark_window
+               and self._next_seq <= self._high()
                and self._next_seq - 1 - self.last_exec < cfg.pipeline_max):
             batch: list[Request] = []
-            while self._unassigned and len(batch) < cfg.batch_max:
+            while self._unassigned and len(batch) < cfg.batch_max - self._batch_prefix_len:
                 key, req = self._unassigned.popitem(last=False)
                 if key not in self._assigned and not self._sm.cached_result(req)[0]:
                     batch.append(req)
@@ -399,15 +455,19 @@ class PbftReplica:
             if not batch:
                 break
             seq = self._next_seq
+            batch[:0] = self._batch_prefix(self.view, seq)
             self._next_seq += 1
-            pp = self._sign(PrePrepare(src=self._id, view=self.view, seq=seq,
-                                       digest=batch_digest(tuple(batch)), batch=tuple(batch)))
+            pp = self._sign(self._PRE_PREPARE(src=self._id, view=self.view, seq=seq,
+                                              digest=batch_digest(tuple(batch)), batch=tuple(batch)))
             slot = self._slot(seq, self.view)
             assert slot is not None and slot.own_digest is None, f"seq {seq} pre-prepared twice in a view"
             slot.pre_prepare, slot.own_digest = pp, pp.digest
             self._rec.append(pp)
             self._send_all(pp)
             self._count("batches")
+            if self._primary_prepares:
+                self._send_own_prepare(slot, pp)
+                self._check_prepared(seq, slot)
 
     # -- normal case ---------------------------------------------------------------
 
@@ -427,6 +487,7 @@ class PbftReplica:
         if slot.pre_prepare is not None:
             if slot.pre_prepare.digest != m.digest:
                 self._count("equivocation_detected")
+                self._equivocation(slot.pre_prepare, m)
             return
         if slot.own_digest is not None and slot.own_digest != m.digest:
             self._count("equivocation_detected")  # we prepared another digest before a restart
@@ -444,22 +505,29 @@ class PbftReplica:
         slot.pre_prepare, slot.own_digest = pp, pp.digest
         for r in pp.batch:
             self._assigned.add(r.key)
-        if self.primary != self._id:
-            p = self._sign(Prepare(src=self._id, view=pp.view, seq=pp.seq, digest=pp.digest))
-            slot.prepares[self._id] = p
-            self._rec.append(p)
-            self._send_all(p)
+        if self._is_voter and self.primary != self._id:
+            self._send_own_prepare(slot, pp)
         if self._request_deadline is None and pp.seq > self.last_exec:
             self._request_deadline = self._now + self.config.request_timeout_ms
         self._check_prepared(pp.seq, slot)
 
+    def _send_own_prepare(self, slot: _Slot, pp: PrePrepare) -> None:
+        p = self._sign(self._make_prepare(pp))
+        slot.prepares[self._id] = p
+        self._rec.append(p)
+        for to in self._prepare_targets(pp.view, pp.seq):
+            self._out.send(to, p)
+
     def _on_prepare(self, m: Prepare) -> None:
         if self._early_view(m):
             return
-        if m.src == self.primary:
+        if m.src == self.primary and not self._primary_prepares:
             self._count("dropped_prepare_from_primary")
             return
-        if not self._in_window(m.seq) or not self._verify(m):
+        if m.src not in self._voters:
+            self._count("dropped_vote_not_from_voter")
+            return
+        if not self._in_window(m.seq) or not self._verify(m) or not self._vote_admitted(m, "prepare"):
             return
         slot = self._slot(m.seq, m.view)
         assert slot is not None
@@ -467,33 +535,40 @@ class PbftReplica:
         if have is not None:
             if have.digest != m.digest:
                 self._count("equivocation_detected")
+                self._equivocation(have, m)
             return
         slot.prepares[m.src] = m
         self._check_prepared(m.seq, slot)
 
     def _check_prepared(self, seq: int, slot: _Slot) -> None:
         pp = slot.pre_prepare
-        if pp is None or slot.prepared:
+        if pp is None or slot.prepared or not self._is_voter:
             return
-        primary = slot.view % self._n
-        matching = sorted((p for src, p in slot.prepares.items() if p.digest == pp.digest and src != primary),
-                          key=lambda p: p.src)
-        if len(matching) < self._quorum - 1:
+        primary = self._primary_of(slot.view)
+        matching = sorted((p for src, p in slot.prepares.items() if p.digest == pp.digest
+                           and (src != primary or self._primary_prepares)), key=lambda p: p.src)
+        need = self._prepares_needed()
+        if len(matching) < need:
             return
         slot.prepared = True
-        cert = PreparedCert(pre_prepare=pp, prepares=tuple(matching[:self._quorum - 1]))
+        cert = self._CERT(pre_prepare=pp, prepares=tuple(matching[:need]))
         slot.cert = cert
         self._rec.append(cert)
-        c = self._sign(Commit(src=self._id, view=slot.view, seq=seq, digest=pp.digest))
+        c = self._sign(self._make_commit(slot.view, seq, pp.digest))
         slot.commits[self._id] = pp.digest
+        self._note_commit(c)
         self._rec.append(c)
-        self._send_all(c)
+        for to in self._commit_targets(slot.view, seq):
+            self._out.send(to, c)
         self._check_committed(slot)
 
     def _on_commit(self, m: Commit) -> None:
         if self._early_view(m):
             return
-        if not self._in_window(m.seq) or not self._verify(m):
+        if m.src not in self._voters:
+            self._count("dropped_vote_not_from_voter")
+            return
+        if not self._in_window(m.seq) or not self._verify(m) or not self._vote_admitted(m, "commit"):
             return
         slot = self._slot(m.seq, m.view)
         assert slot is not None
@@ -502,25 +577,30 @@ class PbftReplica:
                 self._count("equivocation_detected")
             return
         slot.commits[m.src] = m.digest
+        self._note_commit(m)
         self._check_committed(slot)
 
     def _check_committed(self, slot: _Slot) -> None:
-        if not slot.prepared or slot.committed:
+        # A voter commits what it prepared; an observer what a quorum of voters committed
+        # (2f+1 commits hold f+1 honest prepared voters: the batch is committed, TOCS 4.2).
+        if slot.committed or slot.pre_prepare is None or \
+                (self._is_voter and self._commit_needs_prepared and not slot.prepared):
             return
-        d = slot.pre_prepare.digest if slot.pre_prepare else None
-        if sum(1 for digest in slot.commits.values() if digest == d) >= self._quorum:
+        d = slot.pre_prepare.digest
+        if sum(1 for digest in slot.commits.values() if digest == d) >= self._commits_needed():
             slot.committed = True
             self._execute()
 
     def _execute(self) -> None:
         progressed = False
         while True:
-            slot = self._slots.get(self.last_exec + 1)
-            if slot is None or not slot.committed:
-                break
             seq = self.last_exec + 1
-            assert slot.pre_prepare is not None
-            for j, req in enumerate(slot.pre_prepare.batch):
+            pp = self._committed_pre_prepare(seq)
+            if pp is None:
+                break
+            if not self._before_execute(seq, pp):
+                break
+            for j, req in enumerate(pp.batch):
                 result = self._sm.apply(req)
                 self._out.committed.append(Committed(index=seq, slot=j, request=req, result=result))
                 self._reply(req, result)
@@ -531,6 +611,8 @@ class PbftReplica:
                 self._assigned.discard(req.key)
             self.last_exec = seq
             progressed = True
+            self._out.decided.append((seq, pp.digest))
+            self._after_execute(seq, pp)
             if seq % self.config.checkpoint_interval == 0:
                 self._take_checkpoint(seq)
         if progressed:
@@ -548,15 +630,19 @@ class PbftReplica:
     def _take_checkpoint(self, seq: int) -> None:
         d = self._sm.digest()
         self._own_checkpoints[seq] = (d, self._sm.snapshot())
-        cp = self._sign(Checkpoint(src=self._id, seq=seq, state_digest=d))
-        self._checkpoints.setdefault(seq, {})[self._id] = cp
-        self._send_all(cp)
+        if self._is_voter:  # an observer's word does not count in a checkpoint proof
+            cp = self._sign(Checkpoint(src=self._id, seq=seq, state_digest=d))
+            self._checkpoints.setdefault(seq, {})[self._id] = cp
+            self._send_all(cp)
         self._check_stable(seq)
 
     def _on_checkpoint(self, m: Checkpoint) -> None:
         if m.seq <= self.low:
             return
-        if m.seq % self.config.checkpoint_interval:
+        if m.src not in self._voters:
+            self._count("dropped_vote_not_from_voter")
+            return
+        if m.seq % self.config.checkpoint_interval or (self.config.seq_max and m.seq > self.config.seq_max):
             self._count("dropped_bad_checkpoint")
             return
         if m.seq not in self._checkpoints:
@@ -587,10 +673,10 @@ class PbftReplica:
         if seq <= self.low:
             return
         own = self._own_checkpoints.get(seq)
-        if own is not None:
-            # 2f+1 signed d, so f+1 honest replicas did: an honest state that differs is our bug.
-            assert own[0] == d, f"replica {self._id}: state at {seq} differs from a quorum's"
-        else:
+        if own is not None and own[0] != d:
+            self._own_checkpoint_differs(seq, d)
+            return
+        if own is None:
             assert self.last_exec < seq, f"replica {self._id} executed {seq} without a checkpoint"
         self.low = seq
         self._stable_digest, self._stable_proof = d, proof
@@ -634,7 +720,7 @@ class PbftReplica:
         d = proof[0].state_digest
         srcs = set()
         for cp in proof:
-            if cp.seq != seq or cp.state_digest != d or not 0 <= cp.src < self._n or cp.src in srcs:
+            if cp.seq != seq or cp.state_digest != d or cp.src not in self._voters or cp.src in srcs:
                 return None
             if not cp.verify(self._verifier):
                 return None
@@ -651,6 +737,8 @@ class PbftReplica:
             ok = False
         if not ok:
             self._count("dropped_bad_state")
+            return
+        if not self._before_install(m.seq, m.snapshot):
             return
         self._sm.restore(m.snapshot)
         self.last_exec = m.seq
@@ -674,6 +762,7 @@ class PbftReplica:
 
     def _start_view_change(self, view: int) -> None:
         assert view > self.view, (view, self.view)
+        assert self._is_voter, "observers do not change views"
         self._vc_attempt = self._vc_attempt + 1 if self.mode == VIEW_CHANGE else 0
         self.view = view
         self.mode = VIEW_CHANGE
@@ -683,22 +772,25 @@ class PbftReplica:
         self._unassigned.clear()
         certs = tuple(s.cert for seq, s in sorted(self._slots.items())
                       if s.cert is not None and seq > self.low)
-        vc = self._sign(ViewChange(src=self._id, view=view, stable_seq=self.low,
-                                   checkpoint_proof=self._stable_proof, prepared=certs))
+        vc = self._sign(self._VIEW_CHANGE(src=self._id, view=view, stable_seq=self.low,
+                                          checkpoint_proof=self._stable_proof
+                                          if self.low != self.config.seq_base else (), prepared=certs))
         self._own_vc = vc
         self._view_changes.setdefault(view, {})[self._id] = vc
         for v in [v for v in self._view_changes if v < view]:
             del self._view_changes[v]
         self._rec.append(vc)
-        self._send_all(vc)
+        self._send_voters(vc)
         self._resend_deadline = self._now + self.config.resend_ms
         self._count("view_changes_started")
         self._view_change_progress(view)
 
     def _valid_view_change(self, vc: ViewChange) -> bool:
-        if not vc.verify(self._verifier):
+        if vc.src not in self._voters or not vc.verify(self._verifier):
             return False
-        if vc.stable_seq == 0:
+        if vc.stable_seq < self.config.seq_base:
+            return False
+        if vc.stable_seq == self.config.seq_base:  # where this instance starts: known to all
             if vc.checkpoint_proof:
                 return False
         elif self._checkpoint_proof_digest(vc.stable_seq, vc.checkpoint_proof) is None:
@@ -710,21 +802,32 @@ class PbftReplica:
             if pp.seq in seqs or not vc.stable_seq < pp.seq <= vc.stable_seq + window or pp.view >= vc.view:
                 return False
             seqs.add(pp.seq)
-            primary = pp.view % self._n
+            primary = self._primary_of(pp.view)
             if pp.src != primary or batch_digest(pp.batch) != pp.digest or not pp.verify(self._verifier):
                 return False
             srcs = set()
             for p in cert.prepares:
-                if (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest) or p.src == primary \
-                        or not 0 <= p.src < self._n or p.src in srcs or not p.verify(self._verifier):
+                if (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest) \
+                        or (p.src == primary and not self._primary_prepares) \
+                        or p.src not in self._voters or p.src in srcs or not p.verify(self._verifier) \
+                        or not self._cert_vote_ok(vc.src, p):
                     return False
                 srcs.add(p.src)
-            if len(srcs) < self._quorum - 1:
+            if len(srcs) < self._prepares_needed():
                 return False
         return True
 
     def _on_view_change(self, m: ViewChange) -> None:
+        if not self._is_voter:
+            self._count("dropped_view_change_at_observer")
+            return
+        self._peer_changing_view(m.src)
         if m.view < self.view or m.view > self.view + self.config.views_ahead_max:
+            if self._help_laggards and m.view < self.view and self.mode == NORMAL and \
+                    self._new_view is not None and self._new_view.view == self.view:
+                # It missed the view change we completed: our NewView proves the view to it.
+                self._out.send(m.src, self._new_view)
+                self._count("new_views_resent")
             self._count("dropped_view_change_out_of_range")
             return
         if m.view == self.view and self.mode == NORMAL:
@@ -764,9 +867,10 @@ class PbftReplica:
             others = [vcs[r] for r in sorted(vcs) if r != self._id][:self._quorum - 1]
             chosen = [vcs[self._id], *others]
             _, _, plan = self._new_view_plan(chosen)
-            pps = tuple(self._sign(PrePrepare(src=self._id, view=view, seq=s, digest=d, batch=b))
+            pps = tuple(self._sign(self._PRE_PREPARE(src=self._id, view=view, seq=s, digest=d, batch=b))
                         for s, d, b in plan)
-            nv = self._sign(NewView(src=self._id, view=view, view_changes=tuple(chosen), pre_prepares=pps))
+            nv = self._sign(self._NEW_VIEW(src=self._id, view=view, view_changes=tuple(chosen),
+                                           pre_prepares=pps))
             self._rec.append(nv)
             self._send_all(nv)
             self._count("new_views_sent")
@@ -800,14 +904,14 @@ class PbftReplica:
         if m.view > self.view + self.config.views_ahead_max:
             self._count("dropped_far_view")
             return
-        if m.src != m.view % self._n:
+        if m.src != self._primary_of(m.view):
             self._count("dropped_new_view_not_from_primary")
             return
         if not self._verify(m):
             return
         srcs = {vc.src for vc in m.view_changes}
         if len(srcs) != len(m.view_changes) or len(srcs) < self._quorum or \
-                any(vc.view != m.view or not 0 <= vc.src < self._n for vc in m.view_changes) or \
+                any(vc.view != m.view or vc.src not in self._voters for vc in m.view_changes) or \
                 not all(self._valid_view_change(vc) for vc in m.view_changes):
             self._count("dropped_bad_new_view")
             return
@@ -846,6 +950,9 @@ class PbftReplica:
                 slot = self._slot(pp.seq, nv.view)
                 assert slot is not None
                 self._accept_pre_prepare(slot, pp)
+                if self._primary_prepares and self.primary == self._id:
+                    self._send_own_prepare(slot, pp)
+                    self._check_prepared(pp.seq, slot)
         self._count("views_entered")
         if self.primary == self._id:
             self._next_seq = max_s + 1
@@ -861,6 +968,104 @@ class PbftReplica:
         for msg in future:
             self._HANDLERS[type(msg)](self, msg)
 
+    # -- family hooks: how votes travel and count (PBFT's rules here; ProBFT overrides) ----
+
+    _MESSAGE_TYPES: tuple[type, ...] = MESSAGE_TYPES
+    _PRE_PREPARE: type = PrePrepare
+    _CERT: type = PreparedCert
+    _VIEW_CHANGE: type = ViewChange
+    _NEW_VIEW: type = NewView
+    # PBFT's primary votes through its PrePrepare; in ProBFT it also sends a Prepare.
+    _primary_prepares = False
+    # PBFT executes what it prepared and saw 2f+1 Commits for; ProBFT decides on q Commits.
+    _commit_needs_prepared = True
+    # Answer a ViewChange for a view older than ours with our NewView. PBFT's clients need
+    # f+1 replies, so a replica left behind in an old view costs nothing there; ProBFT's
+    # need 2f+1, so its laggards must rejoin.
+    _help_laggards = False
+
+    def _make_prepare(self, pp: PrePrepare) -> Prepare:
+        """This replica's (unsigned) Prepare for an accepted PrePrepare."""
+        return Prepare(src=self._id, view=pp.view, seq=pp.seq, digest=pp.digest)
+
+    def _make_commit(self, view: int, seq: int, digest: bytes) -> Commit:
+        """This replica's (unsigned) Commit once prepared."""
+        return Commit(src=self._id, view=view, seq=seq, digest=digest)
+
+    def _prepare_targets(self, view: int, seq: int) -> tuple[NodeId, ...]:
+        """Who gets our Prepare: every other voter."""
+        return tuple(r for r in self.config.voter_ids if r != self._id)
+
+    def _commit_targets(self, view: int, seq: int) -> tuple[NodeId, ...]:
+        """Who gets our Commit: every other replica (observers execute on the voters' Commits)."""
+        return tuple(r for r in range(self._n) if r != self._id)
+
+    def _prepares_needed(self) -> int:
+        """Matching Prepares (besides the PrePrepare) that make a prepared certificate: 2f."""
+        return self._quorum - 1
+
+    def _commits_needed(self) -> int:
+        """Matching Commits that commit: 2f+1."""
+        return self._quorum
+
+    def _vote_admitted(self, m: Any, phase: str) -> bool:
+        """A signed vote addressed to us: may it count here? (ProBFT checks its VRF sample.)"""
+        return True
+
+    def _cert_vote_ok(self, holder: NodeId, p: Prepare) -> bool:
+        """May Prepare `p` count in `holder`'s prepared certificate? (ProBFT: was holder in p's sample?)"""
+        return True
+
+    def _committed_pre_prepare(self, seq: int) -> PrePrepare | None:
+        """The PrePrepare committed at `seq` if this replica knows one, else None."""
+        slot = self._slots.get(seq)
+        if slot is None or not slot.committed:
+            return None
+        assert slot.pre_prepare is not None
+        return slot.pre_prepare
+
+    # Requests the primary puts first in each batch it makes (T-PBFT's proposer stamp).
+    _batch_prefix_len = 0
+
+    def _batch_prefix(self, view: int, seq: int) -> list[Request]:
+        """The first `_batch_prefix_len` requests of the batch the primary makes for (view, seq)."""
+        return []
+
+    def _on_request_timeout(self, view: int) -> None:
+        """Our request timer expired in `view`: its primary did not get requests executed in time."""
+
+    def _equivocation(self, first: Any, second: Any) -> None:
+        """The same replica signed two conflicting messages for one (view, seq): a proof."""
+
+    def _note_commit(self, m: Commit) -> None:
+        """A Commit (ours or a peer's) was counted."""
+
+    def _request_was_done(self, req: Request) -> None:
+        """A client asked again for a request already executed here (someone may be behind)."""
+
+    def _peer_changing_view(self, src: NodeId) -> None:
+        """A ViewChange from `src` arrived, not yet checked (it may be behind: a hint, not a fact)."""
+
+    def _before_execute(self, seq: int, pp: PrePrepare) -> bool:
+        """Called before executing `seq`; False stops execution there."""
+        return True
+
+    def _after_execute(self, seq: int, pp: PrePrepare) -> None:
+        """Called after executing `seq`, before its checkpoint."""
+
+    def _own_checkpoint_differs(self, seq: int, d: bytes) -> None:
+        """A quorum certified another state at `seq` than ours."""
+        # 2f+1 signed d, so f+1 honest replicas did: an honest state that differs is our bug.
+        raise AssertionError(f"replica {self._id}: state at {seq} differs from a quorum's")
+
+    def _before_install(self, seq: int, snapshot: Any) -> bool:
+        """A certified state at `seq` is about to replace ours; False refuses it."""
+        return True
+
+    def _restore_record(self, rec: Any) -> bool:
+        """Rebuild from a persisted record of a subclass's own kind; True if it was one."""
+        return False
+
     # -- restart -------------------------------------------------------------------------
 
     def _restore(self, durable: PbftDurable) -> None:
@@ -874,6 +1079,8 @@ class PbftReplica:
         self.view = durable.view
         self._next_seq = self.low + 1
         for rec in durable.records:
+            if self._restore_record(rec):
+                continue
             if isinstance(rec, NewView):
                 self._new_view = rec
                 for pp in rec.pre_prepares:

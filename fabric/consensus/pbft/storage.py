@@ -67,12 +67,12 @@ class PbftStorage(Protocol):
 
 
 def record_seq(record: Any) -> int | None:
-    """The sequence number a record is about (None for view-level records)."""
+    """The sequence number a record is about (None for view-level records and records without one)."""
     if isinstance(record, PreparedCert):
         return record.seq
     if isinstance(record, ViewChange | NewView):
         return None
-    return record.seq
+    return getattr(record, "seq", None)
 
 
 class MemoryPbftStorage:
@@ -100,7 +100,8 @@ class MemoryPbftStorage:
             # View-level records of older views are superseded by the newest one.
             newest_view = max((r.view for r in self._records if isinstance(r, ViewChange | NewView)),
                               default=0)
+            # Records with neither a view nor a sequence number (a subclass's) are kept.
             self._records = [r for r in self._records if
-                             (record_seq(r) is None and r.view >= newest_view) or
+                             (record_seq(r) is None and getattr(r, "view", newest_view) >= newest_view) or
                              (record_seq(r) is not None and record_seq(r) > low)]
         self.saves += 1
