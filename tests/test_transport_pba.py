@@ -76,7 +76,7 @@ def test_the_first_window_is_the_probe_train_unless_a_setup_probe_is_given() -> 
     assert implicit.pacing_rate_bytes_per_s() is None
     probe = ProbeResult(bandwidth_bytes_per_s=1.25e9, rtt_s=0.15, chunk_bytes=MiB)
     seeded = TransportSender(cfg, now=0.0, probe=probe)
-    assert seeded.cwnd_bytes() == pytest.approx(cfg.cwnd_gain * 1.25e9 * 0.15)
+    assert seeded.cwnd_bytes() == pytest.approx(cfg.cwnd_gain * 1.25e9 * 0.15 + cfg.cwnd_min_bytes)
     assert seeded.mode is Mode.INTERNET
     seeded.send(0, MESSAGE, 0.0)
     sent = seeded.poll(0.0)

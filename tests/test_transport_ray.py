@@ -11,20 +11,22 @@ from fabric.memory import ContentMix
 
 pytestmark = pytest.mark.ray
 
-# 1 Gbit/s, the low end of the issue's figures and the rate the transport's
-# chunking is sized for (4 MiB first window inside a 50 ms link queue). This
-# 2-core machine moves ~3-4x that through the whole pipeline (seal, chunk,
-# Ray, reassemble, open, check, write), so the link is the bottleneck tested.
-LINK_BPS = 1e9
+# 400 Mbit/s: below what this 2-core machine pushes through the whole pipeline
+# (seal, chunk, Ray call, reassemble, open, check, write: ~60-110 MB/s measured
+# by jobs/bench_transport.py, CPU-bound), so the link, not the CPU, is what is
+# tested. Its BDP at 150 ms (7.5 MB) is beyond the 4 MiB first window, so that
+# case fails unless the window grows with the measured BDP; at 1 and 10 Gbit/s
+# the window is checked in virtual time (tests/test_transport_sim.py).
+LINK_BPS = 4e8
 # Incompressible pages: every byte must cross the link.
 NOISE = ContentMix(zero=0.0, text=0.0, structured=0.0, code=0.0, random=1.0)
 
 
 @pytest.fixture(scope="module")
 def fab():
-    """An embedded fabric with one incompressible 512 MiB guest (~4.3 s at 1 Gbit/s)."""
+    """An embedded fabric with one incompressible 256 MiB guest (~5.4 s at 400 Mbit/s)."""
     h = fabric.connect(num_cpus=2, include_dashboard=False, fleet=[])
-    h.create_vm("noise-1", SyntheticSpec(memory_mib=512, dirty_rate_mbps=1, hot_set_mib=8, mix=NOISE,
+    h.create_vm("noise-1", SyntheticSpec(memory_mib=256, dirty_rate_mbps=1, hot_set_mib=8, mix=NOISE,
                                          seed=31), where="us-east-1")
     yield h
     ray.shutdown()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # validate(full=True) imports it lazily: ~1 s on a first batch
 
 from fabric.errors import CorruptPageError, MalformedBatchError
 from fabric.memory.hashing import page_hashes
