@@ -366,6 +366,13 @@ class FabricController:
         if committed:
             try:  # idempotent: the destination may have started it from the committed log already
                 await self._nodes[dst].activate_incoming.remote(vm, epoch)
+                missing = await self._nodes[dst].postcopy_missing.remote(vm)
+                if missing:  # post-copy: those pages existed only at the lost source
+                    return MigrationReport(
+                        vm=vm, source=m["source"], destination=dst, epoch=epoch, status="failed",
+                        vm_location=dst, abort_reason=(
+                            f"the source's engine was lost in post-copy ({reason}); the guest at {dst} "
+                            f"waits for {missing} pages that existed only at the source")).to_dict()
                 return MigrationReport(vm=vm, source=m["source"], destination=dst, epoch=epoch,
                                        status="completed", vm_location=dst,
                                        abort_reason=f"the source's engine was lost after the commit "

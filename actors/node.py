@@ -361,6 +361,11 @@ class NodeActor:
 
     # -- post-copy ----------------------------------------------------------------------
 
+    def postcopy_missing(self, vm: str) -> int:
+        """Pages a post-copy guest here still waits for from its source (0 if none is in post-copy)."""
+        inc = self._incoming.get(vm)
+        return int(inc.memory.missing_count) if inc is not None and inc.postcopy else 0
+
     def start_postcopy(self, vm: str, epoch: int, device_state: dict[str, Any], missing: np.ndarray,
                        fault_retry_s: float, recovery_s_max: float) -> None:
         """The source hands over early: pages `missing` will fault in from it once the VM runs here."""

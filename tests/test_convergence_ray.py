@@ -97,3 +97,21 @@ def test_post_copy_survives_a_partitioned_link_and_resumes_when_it_is_back(fab) 
     assert r.source_digest == r.destination_digest
     assert time.monotonic() - t0 > 8  # it waited the partition out
     check_memory(fab, "hot-1")
+
+
+def test_losing_the_source_in_post_copy_is_reported_as_a_failure_not_a_completion(fab) -> None:
+    """docs/postcopy.md: pages not pushed yet exist only at the source; losing it loses the guest."""
+    fab.create_vm("doomed-1", SyntheticSpec(memory_mib=64, dirty_rate_mbps=100, hot_set_mib=32, seed=72),
+                  where="us-east-1")
+    m = fab.migrate("doomed-1", "us-east-2", wait=False,
+                    config=MigrationConfig(link=LINK, codec="raw", postcopy=True, postcopy_after_rounds=2,
+                                           postcopy_recovery_s_max=10, downtime_ms_limit=300),
+                    faults={"link_down_in_postcopy_s": 60.0})  # post-copy stalls with pages left
+    deadline = time.monotonic() + 60
+    while (m.progress().get("progress") or {}).get("phase") not in ("postcopy", "postcopy-recovering"):
+        assert time.monotonic() < deadline and not m.done(), m.progress()
+        time.sleep(0.05)
+    ray.kill(fab.node("us-east-1"), no_restart=False)  # the source's process dies with its memory
+    r = m.result(timeout=120)
+    assert r.status == "failed" and r.vm_location == "us-east-2"
+    assert "existed only at the source" in r.abort_reason, r.abort_reason
