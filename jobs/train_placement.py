@@ -1,7 +1,7 @@
 """Train the MADDPG placement policy in place on the Ray cluster, and export it for the placement service.
 
-    ray job submit --working-dir . -- python jobs/train_placement.py                 # the shipped default
-    python jobs/train_placement.py --env-steps 40000 --budget-minutes 30 --out policies/checkpoints/default
+    ray job submit --working-dir . -- python jobs/train_placement.py --out /tmp/actors   # on a cluster
+    python jobs/train_placement.py --address local                                 # the shipped default
     python jobs/train_placement.py --dc eu-west --num-env-runners 2                  # pinned to a data center
 
 Training runs on the train split (Azure V1 train arrivals, PlanetLab train rows);
@@ -70,14 +70,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def git_commit() -> str:
-    """The checked-out commit, or "" outside a git work tree."""
+    """The checked-out commit (+ "-dirty" if policies/ or this job differ from it), or "" outside git."""
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "policies", "jobs/train_placement.py"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def run_training(args_dict: dict[str, Any], command: str) -> dict[str, Any]:
@@ -98,7 +107,10 @@ def run_training(args_dict: dict[str, Any], command: str) -> dict[str, Any]:
         dev_seeds=args_dict["dev_seeds"],
         dev_windows=args_dict["dev_windows"],
     )
-    env_config = PlacementEnvConfig(sources=TraceSources.default(args_dict["data"]))
+    # Without --data the export records no paths: the env finds the shared data where it runs.
+    env_config = PlacementEnvConfig(
+        sources=TraceSources.default(args_dict["data"]) if args_dict["data"] else None
+    )
     provenance = {
         "command": command,
         "git_commit": git_commit(),

@@ -2,10 +2,12 @@
 
 An export is an RLlib `MultiRLModule` checkpoint of the inference-only actors
 (`MultiRLModule.save_to_path`: one folder per agent, weights and constructor
-arguments) plus `placement.json`: the env config the actors were trained for and
-how they were made. `load_actors` also accepts a full algorithm checkpoint
-(`Algorithm.save_to_path`), whose modules live under `learner_group/learner/rl_module`.
-Loading unpickles the modules' constructor arguments: load only checkpoints you trust.
+arguments) plus `placement.json`: the agents, the env config the actors were trained
+for, the actors' form (`policies.checkpoint.ACTOR_FORMAT`) and how they were made.
+`load_actors` reads it through RLlib (and also accepts a full algorithm checkpoint,
+`Algorithm.save_to_path`, whose modules live under `learner_group/learner/rl_module`);
+it unpickles the modules' constructor arguments: load only checkpoints you trust.
+`policies.checkpoint.load_numpy_actors` reads an export's weights alone, without torch.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+from policies.checkpoint import (
+    PLACEMENT_META,
+    actor_description,
+    check_fits,
+    env_config_in,
+    layout_for,
+    read_meta,
+)
 from policies.env.config import PlacementEnvConfig
 from policies.env.layout import Layout
 from policies.errors import CheckpointError
 
-PLACEMENT_META = "placement.json"
+__all__ = ["PLACEMENT_META", "ActorPolicy", "env_config_of", "export_actors", "load_actors"]
 ALGORITHM_MODULES = Path(COMPONENT_LEARNER_GROUP) / COMPONENT_LEARNER / COMPONENT_RL_MODULE
 
 
@@ -65,7 +75,13 @@ def export_actors(
     module = spec.build()
     module.set_state(state)
     module.save_to_path(path)
-    meta = {"env_config": env_config.to_dict(), "agents": list(env_config.dcs), "provenance": provenance}
+    layout = Layout(dcs=len(env_config.dcs), hosts=env_config.hosts_per_dc)
+    meta = {
+        "env_config": env_config.to_dict(),
+        "agents": list(env_config.dcs),
+        "actor": actor_description(algo.config.actor_hiddens, layout.observation_size, layout.action_size),
+        "provenance": provenance,
+    }
     (path / PLACEMENT_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
@@ -87,54 +103,34 @@ def load_actors(path: str | Path, *, dcs: int | None = None, hosts: int | None =
         raise CheckpointError(
             f"{path} is not a readable RLlib module checkpoint: {type(e).__name__}: {e}"
         ) from e
-    meta = _read_meta(path)
+    meta = read_meta(path)
     agents = tuple(meta.get("agents") or sorted(multi.keys()))
     if set(agents) != set(multi.keys()):
         raise CheckpointError(
             f"{path}: placement.json names agents {agents}, the checkpoint holds {sorted(multi.keys())}"
         )
     layout = _layout_of(multi, agents, path)
-    if dcs is not None and dcs != layout.dcs:
-        raise CheckpointError(f"{path} was trained for {layout.dcs} data centers, not {dcs}")
-    if hosts is not None and hosts > layout.hosts:
-        raise CheckpointError(
-            f"{path} was trained for at most {layout.hosts} hosts per data center, not {hosts}"
-        )
+    check_fits(layout, path, dcs=dcs, hosts=hosts)
     for m in multi.values():
         if isinstance(m, torch.nn.Module):
             m.eval()
     return ActorPolicy(modules={a: multi[a] for a in agents}, agents=agents, layout=layout, meta=meta)
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    meta_file = path / PLACEMENT_META
-    if not meta_file.is_file():
-        return {}
-    try:
-        return json.loads(meta_file.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{meta_file} is not valid JSON: {e}") from None
-
-
 def _layout_of(multi: MultiRLModule, agents: tuple[str, ...], path: Path) -> Layout:
     """The env layout the actors were built for, from their spaces (hosts solved from the obs size)."""
-    dcs = len(agents)
     obs_sizes = {int(multi[a].observation_space.shape[0]) for a in agents}
     act_sizes = {int(multi[a].action_space.shape[0]) for a in agents}
     if len(obs_sizes) != 1 or len(act_sizes) != 1:
         raise CheckpointError(f"{path}: the agents' spaces differ; not a placement checkpoint")
-    probe = Layout(dcs=dcs, hosts=1)
-    per_host_obs = probe.observation_size - Layout(dcs=dcs, hosts=0).observation_size
-    hosts, rest = divmod(obs_sizes.pop() - Layout(dcs=dcs, hosts=0).observation_size, per_host_obs)
-    layout = Layout(dcs=dcs, hosts=hosts)
-    if rest or hosts < 1 or layout.action_size != act_sizes.pop():
+    layout = layout_for(len(agents), obs_sizes.pop(), act_sizes.pop())
+    if layout is None:
         raise CheckpointError(
-            f"{path}: observation/action sizes match no placement layout for {dcs} data centers"
+            f"{path}: observation/action sizes match no placement layout for {len(agents)} data centers"
         )
     return layout
 
 
 def env_config_of(policy: ActorPolicy) -> PlacementEnvConfig | None:
     """The env config stored with the actors, if the checkpoint has one."""
-    raw = policy.meta.get("env_config")
-    return PlacementEnvConfig.from_dict(raw) if raw else None
+    return env_config_in(policy.meta)
