@@ -4,16 +4,26 @@
     python jobs/simulate.py --protocol pbft --seeds 100000 --start 5000 --json
     python jobs/simulate.py --protocol pbft --faults drop,partition,byzantine --seeds 500
     python jobs/simulate.py --protocol raft --replay 1234          # one seed, with its event log
+    python jobs/simulate.py --protocol probft --replicas 16 --option l=1.2 --seeds 500
+    python jobs/simulate.py --protocol probft --agreement 4 10 25 49 --seeds 200   # rate vs bound
 
-Prints runs, faults injected, safety violations, liveness failures and messages
-per decision; exits 1 if any run violated safety or liveness (its seed replays
-the failure exactly with --replay), 2 on bad arguments. No Ray: the simulator
-is pure Python (run long campaigns under `nice -n 19`).
+Every registered protocol runs by name (raft, pbft, probft, tpbft, bullshark,
+acp). Prints runs, faults injected, safety violations, fencing violations,
+liveness failures and messages per decision; exits 1 if any run violated safety
+or liveness (its seed replays the failure exactly with --replay), 2 on bad
+arguments. ProBFT where its quorums are probabilistic (n > 4 with the default
+o and l) counts agreement violations as a measured result and fails only on a
+fencing violation (clients acted on two owners), a core that raised, or a
+liveness failure. `--agreement` measures ProBFT's agreement-violation rate
+under the colluding attack (fabric.sim.measure) at each n, next to the bound of
+fabric.consensus.probft.analysis. No Ray: the simulator is pure Python (run
+long campaigns under `nice -n 19`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,10 +53,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=int, default=5, help="operations per client")
     p.add_argument("--vms", type=int, default=2, help="VMs the clients contend for")
     p.add_argument("--heal-ms", type=int, default=None, help="faults end here (default 1500)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a protocol option (repeatable; VALUE as JSON, else a string), e.g. l=1.2")
     p.add_argument("--replay", type=int, default=None, metavar="SEED",
                    help="run only this seed and print its event log")
+    p.add_argument("--agreement", type=int, nargs="+", default=None, metavar="N",
+                   help="probft only: measure the agreement-violation rate under the colluding attack "
+                        "at each n (--seeds runs each), next to the bound")
+    p.add_argument("--byzantine-share", type=float, default=None,
+                   help="with --agreement: f = share*n colluding replicas (default: the most, (n-1)//3)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     return p
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """--option KEY=VALUE pairs as a dict (ConfigError on a pair without '=')."""
+    from fabric.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {pair!r}: use KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def _campaign_config(args: argparse.Namespace) -> Any:
@@ -61,7 +94,7 @@ def _campaign_config(args: argparse.Namespace) -> Any:
     else:
         kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
     run = RunConfig(protocol=args.protocol, n=args.replicas, clients=args.clients, ops_per_client=args.ops,
-                    vms=args.vms)
+                    vms=args.vms, options=_options(args.option))
     return CampaignConfig(run=run, seeds=args.seeds, start=args.start, kinds=kinds,
                           heal_ms=args.heal_ms if args.heal_ms is not None else HEAL_MS).validate()
 
@@ -72,13 +105,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     faults = ", ".join(f"{k} {v}" for k, v in summary["faults_injected"].items() if v)
     print(f"  faults injected: {faults or 'none'}")
     print(f"  safety violations: {summary['safety_violations']} runs")
+    if summary["probabilistic_agreement"]:
+        print(f"    of which agreement violations (probabilistic quorums; measured, not failures): "
+              f"{summary['agreement_violations']} runs")
+    print(f"  fencing violations (clients acted on two owners): {summary['fencing_violations']} runs")
     print(f"  liveness failures: {summary['liveness_failures']} runs")
     print(f"  inconclusive linearizability checks: {summary['inconclusive_checks']}")
     print(f"  decisions: {summary['decisions']}, messages: {summary['messages']}, "
           f"messages per decision: {summary['messages_per_decision']}")
     for failure in summary["failures"][:5]:
         print(f"  seed {failure['seed']} failed (replay with --replay {failure['seed']}):")
-        for line in failure["safety"] + failure["liveness"]:
+        for line in failure["safety"] + failure["fencing"] + failure["liveness"]:
             print("    " + line.replace("\n", "\n    "))
 
 
@@ -88,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     from fabric.sim import run_campaign, run_seed
 
     args = parser().parse_args(argv)
+    if args.agreement is not None:
+        return _agreement(args)
     try:
         cfg = _campaign_config(args)
     except ConfigError as e:
@@ -120,6 +159,41 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_summary(summary)
     return EXIT_OK if not result.failing_seeds else EXIT_VIOLATION
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    """--agreement: ProBFT's measured agreement-violation rate against the bound, per n."""
+    from fabric.errors import ConfigError
+    from fabric.sim.measure import probft_agreement
+
+    if args.protocol != "probft":
+        return fail("--agreement measures probft only", json_mode=args.json)
+    try:
+        options = _options(args.option)
+        o, l = float(options.pop("o", 2.0)), float(options.pop("l", 1.5))  # noqa: E741
+        if options:
+            raise ConfigError(f"--agreement takes only the options o and l, not {sorted(options)}")
+        if args.byzantine_share is not None and not 0 < args.byzantine_share < 1 / 3:
+            raise ConfigError(f"--byzantine-share {args.byzantine_share}: use 0 < share < 1/3")
+        rows = []
+        for n in args.agreement:
+            f = (n - 1) // 3
+            if args.byzantine_share is not None:
+                f = max(1, min(f, int(args.byzantine_share * n)))
+            res = probft_agreement(n, f, args.seeds, start=args.start, o=o, l=l)
+            rows.append(res.to_dict())
+            if not args.json:
+                b = res.bound
+                print(f"n={n:3d} f={f:2d} sample={b['sample']:2d} q={b['q']:2d}: "
+                      f"{res.violations}/{res.runs} runs split (rate {res.rate:.4f}, 95% upper "
+                      f"{res.rate_upper95:.4f}); bound: per replica {b['per_replica']:.3g}, union "
+                      f"{b['union_bound']:.3g}, Chernoff {b['chernoff_bound']:.3g}; fencing violations "
+                      f"{res.fencing_violations} [{res.wall_s:.0f} s]", flush=True)
+    except ConfigError as e:
+        return fail(str(e), json_mode=args.json)
+    if args.json:
+        emit_json({"protocol": "probft", "attack": "collude", "o": o, "l": l, "rows": rows})
+    return EXIT_VIOLATION if any(r["fencing_violations"] for r in rows) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Bullshark over a Narwhal DAG: certificates, the commit rule, ordering, GC, restarts, Byzantine authors.
 
-The CI campaign runs 2,000 seeded runs of 4 validators with random faults inside
+The CI campaign runs 400 seeded runs of 4 validators with random faults inside
 the Byzantine model (equivocating, forging, silent, lying and colluding
 validators, crashes, partitions, lossy networks) and requires zero violations.
 """
@@ -19,7 +19,9 @@ from fabric.ledger.replicated import LedgerStateMachine
 from fabric.ledger.state import RegisterVm
 from fabric.sim import Byzantine, CampaignConfig, Faults, RunConfig, run, run_campaign
 
-CI_SEEDS = 2_000
+# CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
+# budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
+CI_SEEDS = 400
 
 
 def cluster(n: int = 4, **options: object) -> tuple:
@@ -152,7 +154,7 @@ def test_ordering_histories_by_arrival_instead_of_round_and_author_is_caught(
     assert r.safety_violations > 0
 
 
-def test_bullshark_survives_2000_seeded_runs_with_byzantine_validators() -> None:
+def test_bullshark_survives_seeded_runs_with_byzantine_validators() -> None:
     r = run_campaign(CampaignConfig(run=RunConfig(protocol="bullshark", ops_per_client=3), seeds=CI_SEEDS))
     assert r.runs == CI_SEEDS
     assert r.failing_seeds == [], r.failures[:3]

@@ -170,3 +170,17 @@ def test_a_full_request_backlog_answers_retry() -> None:
         replies += env.replicas[1].propose(req).replies
     assert [r.status for r in replies] == ["retry"]
     assert env.replicas[1].counters["request_refused_backlog"] == 1
+
+
+@pytest.mark.parametrize("behaviour", ["equivocate", "forge", "silent", "wrong-digest", "collude"])
+def test_up_to_f_byzantine_replicas_never_split_the_honest_ones(behaviour: str) -> None:
+    """n = 7, f = 2 lying the same way (the primary of view 0 among them): honest replicas agree."""
+    from fabric.sim import Byzantine, Faults, RunConfig, run
+
+    cfg = RunConfig(protocol="pbft", n=7, ops_per_client=3)
+    faults = Faults(byzantine=(Byzantine(replica=0, behaviour=behaviour),
+                               Byzantine(replica=3, behaviour=behaviour)))
+    for seed in range(3):
+        r = run(cfg, seed, faults)
+        assert r.ok, (behaviour, seed, r.safety_violations[:1], r.liveness_failures[:1])
+        assert r.decisions == 2 * 3 and not r.fencing_violations

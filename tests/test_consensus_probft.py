@@ -1,6 +1,6 @@
 """ProBFT: VRF-chosen samples, probabilistic quorums, halting on contradiction, and fencing that always holds.
 
-The CI campaign runs 2,000 seeded runs at n = 4 with random faults inside the
+The CI campaign runs 600 seeded runs at n = 4 with random faults inside the
 Byzantine model (colluding replicas included); 2% of them sign with Ed25519 and
 prove the VRF with RSA-FDH-VRF (RFC 9381), the rest use the simulator's HMAC
 stand-ins. At n = 4 ProBFT's samples are everyone and q = 3 = 2f+1, so it must
@@ -32,7 +32,9 @@ from fabric.ledger.replicated import LedgerStateMachine
 from fabric.sim import Byzantine, CampaignConfig, Faults, RunConfig, run, run_campaign
 from fabric.sim.measure import probft_agreement
 
-CI_SEEDS = 2_000
+# CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
+# budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
+CI_SEEDS = 600
 
 
 def test_config_exposes_l_and_o_and_derives_sample_and_quorum() -> None:
@@ -151,7 +153,7 @@ def test_the_bound_shrinks_with_margin_and_matches_exact_tails() -> None:
     assert small[0] > small[1] > small[2]
 
 
-def test_probft_survives_2000_seeded_runs_and_fencing_always_holds() -> None:
+def test_probft_survives_seeded_runs_and_fencing_always_holds() -> None:
     r = run_campaign(CampaignConfig(run=RunConfig(protocol="probft", ops_per_client=3), seeds=CI_SEEDS))
     assert r.runs == CI_SEEDS
     assert r.fencing_violations == 0

@@ -1,6 +1,6 @@
 """T-PBFT: EigenTrust from the committed log, a trusted consensus group, epochs, and PBFT's safety kept.
 
-The CI campaign runs 2,000 seeded runs of 4 replicas (the group is all of them, so
+The CI campaign runs 600 seeded runs of 4 replicas (the group is all of them, so
 f = 1 anywhere) with short epochs, so group and primaries change within runs,
 Byzantine replicas (colluding ones included), crashes and partitions; zero
 violations are required.
@@ -33,7 +33,9 @@ from fabric.ledger.replicated import LedgerStateMachine
 from fabric.ledger.state import RegisterVm
 from fabric.sim import Byzantine, CampaignConfig, Crash, Faults, RunConfig, run, run_campaign
 
-CI_SEEDS = 2_000
+# CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
+# budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
+CI_SEEDS = 600
 
 
 def float_eigentrust(local: list[list[int]], pre: list[int], a: float, iterations: int) -> list[float]:
@@ -196,7 +198,7 @@ def test_an_epoch_plan_from_local_state_is_caught(monkeypatch: pytest.MonkeyPatc
     assert r.safety_violations > 0
 
 
-def test_tpbft_survives_2000_seeded_runs_with_byzantine_replicas() -> None:
+def test_tpbft_survives_seeded_runs_with_byzantine_replicas() -> None:
     r = run_campaign(CampaignConfig(run=RunConfig(protocol="tpbft", ops_per_client=3), seeds=CI_SEEDS))
     assert r.runs == CI_SEEDS
     assert r.failing_seeds == [], r.failures[:3]

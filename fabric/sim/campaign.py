@@ -26,7 +26,7 @@ from fabric.consensus.registry import get_protocol
 from fabric.errors import ConfigError
 from fabric.sim.byzantine import default_behaviour_names
 from fabric.sim.faults import FAULT_KINDS, Faults
-from fabric.sim.runner import RunConfig, RunResult, random_faults, run
+from fabric.sim.runner import RAISED, SIM_OPTIONS, RunConfig, RunResult, random_faults, run
 
 HEAL_MS = 1_500  # faults happen in [0, heal); long enough for several elections or view changes
 FAILURES_KEPT = 20  # failing runs whose details a campaign keeps (all failing seeds are listed)
@@ -77,6 +77,24 @@ CAMPAIGN_BEHAVIOURS: dict[str, tuple[str, ...]] = {
     p: (*default_behaviour_names(), "collude") for p in ("probft", "tpbft", "bullshark")}
 # Protocols whose agreement is probabilistic: their campaigns count agreement violations.
 PROBABILISTIC = ("probft",)
+
+
+def agreement_is_probabilistic(config: RunConfig) -> bool:
+    """Do the run's quorums intersect only with high probability (ProBFT with partial samples or small q)?
+
+    With every other replica in every sample and 2q - n >= f+1, ProBFT's quorums are
+    PBFT's (n = 4 with the defaults): a disagreement is then a bug like any other.
+    """
+    if config.protocol not in PROBABILISTIC:
+        return False
+    from fabric.consensus.probft import ProbftConfig
+
+    n = config.replicas
+    options = {**(SIM_OPTIONS.get(config.protocol, {}) if config.sim_options else {}), **config.options}
+    cfg = ProbftConfig(id=0, n=n, o=float(options.get("o", ProbftConfig.o)),
+                       l=float(options.get("l", ProbftConfig.l)))
+    f = (n - 1) // 3
+    return cfg.sample < n - 1 or 2 * cfg.q - n < f + 1
 
 
 # Share of BFT runs signed with real Ed25519 rather than the simulator's HMAC:
@@ -149,6 +167,11 @@ class CampaignResult:
     safety_violations: int = 0
     fencing_violations: int = 0
     liveness_failures: int = 0
+    # ProBFT where its quorums are probabilistic (agreement_is_probabilistic): runs in which
+    # honest replicas disagreed. Counted and reported against the bound, not failures; a
+    # fencing violation, a core that raised, or a liveness failure without a disagreement are.
+    probabilistic: bool = False
+    agreement_violations: int = 0
     inconclusive: int = 0
     messages: int = 0
     decisions: int = 0
@@ -184,19 +207,32 @@ class CampaignResult:
             self.fencing_violations += 1
         if r.liveness_failures:
             self.liveness_failures += 1
-        if not r.ok or r.fencing_violations:
+        if self.failed(r):
             self.failing_seeds.append(r.seed)
             if len(self.failures) < FAILURES_KEPT:
                 self.failures.append({"seed": r.seed, "safety": list(r.safety_violations[:3]),
                                       "fencing": list(r.fencing_violations[:3]),
                                       "liveness": list(r.liveness_failures[:3])})
 
+    def failed(self, r: RunResult) -> bool:
+        """Does run `r` fail the campaign (see `agreement_violations` for ProBFT's exception)?"""
+        if r.fencing_violations:
+            return True
+        if not self.probabilistic:
+            return not r.ok
+        raised = any(v.startswith(RAISED) for v in r.safety_violations)
+        if r.safety_violations and not raised:
+            self.agreement_violations += 1
+            return False  # a measured disagreement (its liveness failures follow from it)
+        return raised or bool(r.liveness_failures)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {"protocol": self.protocol, "runs": self.runs, "seeds": [self.start, self.start + self.runs],
                 "faults_injected": dict(sorted(self.faults.items())),
                 "safety_violations": self.safety_violations, "fencing_violations": self.fencing_violations,
-                "liveness_failures": self.liveness_failures,
+                "liveness_failures": self.liveness_failures, "probabilistic_agreement": self.probabilistic,
+                "agreement_violations": self.agreement_violations,
                 "inconclusive_checks": self.inconclusive, "messages": self.messages,
                 "decisions": self.decisions, "messages_per_decision": round(self.messages_per_decision, 2),
                 "ops": self.ops, "events": self.events, "real_crypto_runs": self.real_crypto_runs,
@@ -215,7 +251,8 @@ def run_campaign(cfg: CampaignConfig, progress: Callable[[CampaignResult], None]
                  progress_every: int = 100) -> CampaignResult:
     """Run seeds start .. start+seeds-1 and total them."""
     cfg.validate()
-    result = CampaignResult(protocol=cfg.run.protocol, start=cfg.start)
+    result = CampaignResult(protocol=cfg.run.protocol, start=cfg.start,
+                            probabilistic=agreement_is_probabilistic(cfg.run))
     t0 = time.perf_counter()
     for seed in range(cfg.start, cfg.start + cfg.seeds):
         result.add(run_seed(cfg, seed))

@@ -11,11 +11,13 @@ rate is compared with fabric.consensus.probft.analysis.split_attack_bound.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from fabric.consensus.probft.analysis import split_attack_bound
+from fabric.errors import ConfigError
 from fabric.sim.faults import Byzantine, Faults
 from fabric.sim.runner import RunConfig, run
 
@@ -41,18 +43,37 @@ class AgreementResult:
         """Runs with an agreement violation, per run."""
         return self.violations / self.runs if self.runs else 0.0
 
+    @property
+    def rate_upper95(self) -> float:
+        """Upper end of the 95% Wilson score interval of the rate (meaningful when few runs erred)."""
+        return wilson_upper(self.violations, self.runs)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"n": self.n, "f": self.f, "o": self.o, "l": self.l, "runs": self.runs,
                 "violations": self.violations, "violation_rate": round(self.rate, 4),
+                "violation_rate_upper95": round(self.rate_upper95, 4),
                 "fencing_violations": self.fencing_violations, "decided": self.decided,
                 "messages_per_run": round(self.messages / self.runs, 1) if self.runs else 0,
                 "bound": self.bound, "wall_s": round(self.wall_s, 1)}
 
 
+def wilson_upper(k: int, runs: int, z: float = 1.96) -> float:
+    """Upper end of the Wilson score interval for k successes in `runs` trials (0 runs: 1)."""
+    if runs <= 0:
+        return 1.0
+    p = k / runs
+    centre = p + z * z / (2 * runs)
+    spread = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs))
+    return min(1.0, (centre + spread) / (1 + z * z / runs))
+
+
 def probft_agreement(n: int, f: int, seeds: int, *, start: int = 0, o: float = 2.0,
                      l: float = 1.5) -> AgreementResult:  # noqa: E741
     """Run `seeds` single-instance attacks at n replicas with f colluding (see the module doc)."""
+    if not 4 <= n <= 256 or not 1 <= f <= (n - 1) // 3 or not 0 <= seeds <= 10_000_000:
+        raise ConfigError(f"probft agreement n={n} f={f} seeds={seeds}: use 4 <= n <= 256, "
+                          "1 <= f <= (n-1)//3 and 0..10000000 seeds")
     b = split_attack_bound(n, f, o=o, l=l)
     bound = {"q": b.q, "sample": b.sample, "mean_votes": round(b.mean, 2), "per_replica": b.per_replica,
              "union_bound": b.bound, "chernoff_bound": b.chernoff}

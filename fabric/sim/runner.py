@@ -75,6 +75,7 @@ SIM_REPLICAS = {"raft": 3, "pbft": 4, "probft": 4, "tpbft": 4, "bullshark": 4, "
 LIVENESS_MS = {"raft": 4_000, "pbft": 10_000, "probft": 10_000, "tpbft": 10_000, "bullshark": 10_000,
                "acp": 10_000}
 EVENTS_MAX = 400_000
+RAISED = "a replica raised"  # how a core that raised is reported: a local bug, never a measured result
 _NEVER = 1 << 62  # a run that needs more is stuck in a loop: reported as a liveness failure
 
 (_DELIVER, _TICK, _CLIENT_TICK, _CLIENT_NEXT, _CRASH, _RESTART, _HEAL, _ISOLATE, _ABANDON, _RECONF,
@@ -658,7 +659,7 @@ class Simulation:
                             self._schedule_tick(rid)
         except Exception as e:  # a core raised: a local bug, never acceptable
             where = "".join(traceback.format_exception(e)[-3:])
-            self.safety.append(f"a replica raised at {self.now} ms: {type(e).__name__}: {e}\n{where}")
+            self.safety.append(f"{RAISED} at {self.now} ms: {type(e).__name__}: {e}\n{where}")
         return self._result(liveness)
 
     def _result(self, liveness: list[str]) -> RunResult:
