@@ -24,6 +24,7 @@ from fabric.memory import spec_to_dict
 from fabric.memory.workloads import WorkloadSpec
 from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
 from fabric.topology import DC_PREFIX, DEFAULT_DCS, Topology, from_ray_nodes
+from policies.advisor import AdvisorConfig
 
 # Custom resource units per emulated data center on the embedded Ray: far more
 # than the token each node actor takes.
@@ -153,13 +154,16 @@ class FabricHandle:
 def connect(address: str | None = None, *, boot: bool = True,
             fleet: list[dict[str, Any]] | None = None, nodes_per_dc: int = 2,
             ledger: LedgerConfig | dict[str, Any] | None = None, migrations_max: int | None = None,
-            migrations_per_link_max: int | None = None, **ray_init_kwargs: Any) -> FabricHandle:
+            migrations_per_link_max: int | None = None, placement: dict[str, Any] | None = None,
+            **ray_init_kwargs: Any) -> FabricHandle:
     """Attach to the fabric on `address` (or $RAY_ADDRESS, or a new embedded Ray); boot it if absent.
 
     A booted fabric starts with `fleet` (default: `default_fleet()`; [] for none)
     and the ownership ledger `ledger` describes (default: Raft on up to 7 nodes);
     at most `migrations_max` migrations run at once, `migrations_per_link_max`
-    per pair of data centers (defaults in actors.controller).
+    per pair of data centers (defaults in actors.controller). `placement` picks
+    the placement policy: {"checkpoint": PATH} or {"heuristic": NAME}, optionally
+    with "fallback" (default: the shipped MADDPG checkpoint; see policies.advisor).
     On an embedded Ray the actors end with this driver; on a cluster they are
     detached and outlive the job.
     """
@@ -173,6 +177,8 @@ def connect(address: str | None = None, *, boot: bool = True,
         state_dir = os.path.join(tempfile.gettempdir(), "novacron",
                                  f"fabric-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
         ledger_cfg = ledger if isinstance(ledger, LedgerConfig) else LedgerConfig.from_dict(ledger)
+        if placement is not None:
+            AdvisorConfig.from_dict(placement)  # a bad policy name fails here, typed, not in the actor
         # Ray restarts a controller that dies; it boots again on first use.
         opts: dict[str, Any] = {"name": CONTROLLER, "namespace": NAMESPACE, "get_if_exists": True,
                                 "max_restarts": -1}
@@ -182,6 +188,7 @@ def connect(address: str | None = None, *, boot: bool = True,
             topology.to_dict(), state_dir=state_dir,
             ledger=ledger_cfg.validate().to_dict(),
             **{k: v for k, v in (("migrations_max", migrations_max),
-                                 ("migrations_per_link_max", migrations_per_link_max)) if v is not None})
+                                 ("migrations_per_link_max", migrations_per_link_max),
+                                 ("placement", placement)) if v is not None})
     _get(controller.boot.remote(default_fleet() if fleet is None else fleet))
     return FabricHandle(controller, embedded=embedded, dashboard_url=dashboard_url)

@@ -3,6 +3,14 @@
 Named `fabric/controller` in the `novacron` namespace. It creates the ledger
 and node actors at boot, places new VMs, picks migration targets, commits
 Begin in the ledger and hands the migration to the source node.
+
+Placement: when more than one node could take a VM (a new VM without a node, a
+migration or evacuation to a data center), the controller asks the placement
+service (`fabric/placement`, `actors.placement.PlacementService`, started on first
+use with the controller's `placement` config: by default the shipped MADDPG
+checkpoint, which itself falls back to a heuristic and says why). If the service
+fails, times out, or answers with no usable node, the controller places the VM with
+`least_loaded_node` and logs why; a VM is never refused while a candidate has room.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.consensus import LedgerHandle, LedgerService, ReplicatedHandle, SingleWriterHandle
 from actors.ledger import LedgerActor
 from actors.metrics import PlacementMetrics
-from actors.names import CONTROLLER, LEDGER, NAMESPACE, node_actor
+from actors.names import CONTROLLER, LEDGER, NAMESPACE, PLACEMENT, node_actor
 from actors.node import NodeActor, describe_error
+from actors.placement import PlacementService
+from actors.placement_client import PlacementClient
 from fabric.clock import WallClock
 from fabric.errors import (
     CapacityError,
@@ -41,7 +51,7 @@ from fabric.ledger.hosting import LedgerConfig, client_policy
 from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
 from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
 from fabric.topology import DC_PREFIX, NodeSpec, Topology
-from policies import NodeLoad, least_loaded_node
+from policies.advisor import DEFAULT_CHECKPOINT, AdvisorConfig
 
 log = logging.getLogger("novacron.controller")
 
@@ -63,7 +73,8 @@ class FabricController:
 
     def __init__(self, topology: dict[str, Any], *, state_dir: str,
                  ledger: dict[str, Any] | None = None, migrations_max: int = MIGRATIONS_CONCURRENT_MAX,
-                 migrations_per_link_max: int = MIGRATIONS_PER_LINK_MAX) -> None:
+                 migrations_per_link_max: int = MIGRATIONS_PER_LINK_MAX,
+                 placement: dict[str, Any] | None = None) -> None:
         if not 1 <= migrations_per_link_max <= migrations_max <= MIGRATIONS_KEPT_MAX:
             raise ConfigError(f"migration limits: need 1 <= per link ({migrations_per_link_max}) <= "
                               f"total ({migrations_max}) <= {MIGRATIONS_KEPT_MAX}")
@@ -85,6 +96,10 @@ class FabricController:
         self._migrations: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tasks: dict[str, asyncio.Task] = {}
         self._placement_metrics = PlacementMetrics()
+        # Which policy places VMs: {"checkpoint": PATH} or {"heuristic": NAME} (policies.advisor).
+        self._placement_config = AdvisorConfig.from_dict(
+            placement if placement is not None else {"checkpoint": str(DEFAULT_CHECKPOINT)}).to_dict()
+        self._placement = PlacementClient(self._start_placement_service)
 
     # -- boot --------------------------------------------------------------------
 
@@ -224,12 +239,6 @@ class FabricController:
                         "ray_node_id": "", "error": f"unreachable: {describe_error(e)}"}
         return list(await asyncio.gather(*(one(n) for n in names)))
 
-    async def _loads(self, candidates: list[NodeSpec]) -> list[NodeLoad]:
-        infos = await self._describe_nodes([c.name for c in candidates])
-        return [NodeLoad(name=i["name"], memory_mib_max=i["memory_mib_max"],
-                         memory_mib_used=i["memory_mib_used"], vms=len(i["vms"]))
-                for i in infos if "error" not in i]
-
     async def create_vm(self, name: str, workload: dict[str, Any],
                         where: str | None = None) -> dict[str, Any]:
         """Register, place and start a VM; `where` names a data center or node (default: any)."""
@@ -242,8 +251,7 @@ class FabricController:
         if len(records) >= VMS_MAX:
             raise ConfigError(f"the fabric holds at most {VMS_MAX} VMs")
         candidates = self.topology.resolve(where) if where else list(self.topology.nodes)
-        node = least_loaded_node(await self._loads(candidates), memory_mib)
-        self._count_placement("create", node)
+        node = await self._choose_node("create", name, memory_mib, candidates, self.topology.dcs[0])
         rec = await self._ledger.submit(command_to_dict(RegisterVm(vm=name, node=node)))
         try:
             return await self._nodes[node].create_vm.remote(name, workload, rec["epoch"])
@@ -251,10 +259,22 @@ class FabricController:
             await self._ledger.submit(command_to_dict(RemoveVm(vm=name, epoch=rec["epoch"])))
             raise
 
-    def _count_placement(self, decision: str, node: str) -> None:
-        # Metrics hook: the placement service replaces least_loaded_node; then its policy name goes here.
-        self._placement_metrics.decided(decision, dc=self.topology.node(node).dc, node=node,
-                                        policy="least-loaded")
+    async def _choose_node(self, decision: str, vm: str, memory_mib: float, pool: list[NodeSpec],
+                           origin_dc: str) -> str:
+        """The node of `pool` for `vm` (see PlacementClient); the decision is counted with its policy."""
+        nodes = await self._describe_nodes(None if len(pool) > 1 else [pool[0].name])
+        node, policy = await self._placement.choose(vm, memory_mib, [(n.name, n.dc) for n in pool], nodes,
+                                                    dc_order=self.topology.dcs, origin_dc=origin_dc)
+        self._placement_metrics.decided(decision, dc=self.topology.node(node).dc, node=node, policy=policy)
+        return node
+
+    def _start_placement_service(self) -> Any:
+        """The placement service actor (started once, next to this controller, so paths resolve the same)."""
+        return PlacementService.options(
+            name=PLACEMENT, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                               soft=False),
+        ).remote(self._placement_config)
 
     async def delete_vm(self, name: str) -> None:
         """Stop a VM and remove it from the ledger."""
@@ -308,8 +328,8 @@ class FabricController:
         if not pool:
             raise ConfigError(f"VM {vm} is already on {source}; pick another node or data center")
         info = await self._nodes[source].vm_info.remote(vm)
-        destination = least_loaded_node(await self._loads(pool), info["memory_mib"])
-        self._count_placement("migrate", destination)
+        destination = await self._choose_node("migrate", vm, info["memory_mib"], pool,
+                                              self.topology.node(source).dc)
         begun = await self._ledger.submit(command_to_dict(
             BeginMigration(vm=vm, source=source, destination=destination)))
         epoch = begun["migration"]["epoch"]
@@ -480,6 +500,8 @@ class FabricController:
             "ledger": await self._ledger.describe() if self._ledger else None,
             "migrations": [{k: v for k, v in m.items() if k != "report"}
                            for m in self._migrations.values()],
+            "placement": {"config": self._placement_config, **self._placement.state,
+                          "decisions": dict(self._placement.state["decisions"])},
         }
 
     def topology_dict(self) -> dict[str, Any]:

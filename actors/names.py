@@ -3,6 +3,7 @@
 NAMESPACE = "novacron"
 CONTROLLER = "fabric/controller"
 LEDGER = "fabric/ledger"
+PLACEMENT = "fabric/placement"
 
 
 def node_actor(node: str) -> str:

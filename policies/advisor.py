@@ -14,7 +14,11 @@ Input (memory in MiB, the fabric's unit; CPU in vCPUs):
               {"name": "us-east-1", "memory_mib_max": 524288, "memory_mib_used": 40960,
                "vcpus_max": 128, "vcpus_used": 10, "cores": 16, "cpu_busy": 3.5, "vms": 3}, ...]}, ...]
 
-`vcpus` defaults to 1 and `origin_dc` to the first data center. A host without
+`vcpus` defaults to 1 and `origin_dc` to the first data center: the request arrives
+there, and that data center's controller keeps it or hands it to another, as in the
+env. Two optional fields narrow the choice: `"hosts": [names]` (only these hosts may
+take it; the others still shape the observations) and `"handoff": false` (it stays in
+`origin_dc`). A host without
 `vcpus_max` has no vCPU limit, and without `cores` no CPU-overload signal (the fabric's
 nodes report memory only today); `cpu_busy` (busy vCPUs over the last interval)
 defaults to 0. `rebalance` takes `{"dcs": [...]}` whose hosts also list their VMs:
@@ -23,6 +27,7 @@ defaults to 0. `rebalance` takes `{"dcs": [...]}` whose hosts also list their VM
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fabric.errors import ConfigError
+from policies.checkpoint import NumpyActors, env_config_in, load_numpy_actors
 from policies.env.config import PlacementEnvConfig
 from policies.env.decode import Request, Rules, decide, plan_migrations
 from policies.env.hosts import Hosts
@@ -40,6 +46,9 @@ from policies.env.layout import Layout, QueueSummary
 from policies.errors import CheckpointError, UnknownPolicyError
 from policies.heuristics.placers import HEURISTICS, HeuristicPolicy
 
+log = logging.getLogger("novacron.placement")
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"  # the shipped actors
 DEFAULT_FALLBACK = "best-fit+migrate"
 DCS_MAX = 64
 HOSTS_PER_DC_MAX = 1024
@@ -72,6 +81,15 @@ class AdvisorConfig:
             )
         return cls(**raw)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form that `from_dict` reads back."""
+        out: dict[str, Any] = {"fallback": self.fallback}
+        if self.checkpoint is not None:
+            out["checkpoint"] = self.checkpoint
+        if self.heuristic is not None:
+            out["heuristic"] = self.heuristic
+        return out
+
 
 class PlacementAdvisor:
     """Answers placement and rebalancing questions with one loaded policy."""
@@ -79,27 +97,29 @@ class PlacementAdvisor:
     def __init__(self, config: AdvisorConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
-        self._actors: Any = None
+        self._actors: NumpyActors | None = None
         self.fallback_reason: str | None = None
+        self._logged: set[str] = set()
         # The env's default limits, replaced by the checkpoint's when it carries its env config.
         self.env_defaults = _EnvLimits.of(PlacementEnvConfig())
         if config.checkpoint is not None:
             try:
-                from policies.maddpg.export import (  # torch + RLlib: only when needed
-                    env_config_of,
-                    load_actors,
-                )
-
-                self._actors = load_actors(Path(config.checkpoint))
-                stored = env_config_of(self._actors)
+                self._actors = load_numpy_actors(Path(config.checkpoint))
+                stored = env_config_in(self._actors.meta)
                 if stored is not None:
                     self.env_defaults = _EnvLimits.of(stored)
             except CheckpointError as e:
+                self._actors = None
                 self.fallback_reason = f"checkpoint unusable, using {config.fallback}: {e}"
-            except ImportError as e:
-                self.fallback_reason = (
-                    f"cannot load checkpoints ({e}; install the 'rl' extra), using {config.fallback}"
-                )
+                self._log_once(self.fallback_reason)
+        if self._actors is not None:
+            log.info("placement policy: maddpg actors from %s", config.checkpoint)
+
+    def _log_once(self, reason: str) -> None:
+        """Log each distinct fallback reason once (a warning: the configured policy is not answering)."""
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("placement falls back to a heuristic: %s", reason)
 
     @property
     def policy_name(self) -> str:
@@ -137,6 +157,7 @@ class PlacementAdvisor:
         # Memory stays in MiB: the `memory_gb` fields of Hosts and Request take any one unit,
         # since observations and decisions only ever use ratios of memory to memory.
         hosts = view.hosts(layout.hosts)
+        eligible = view.eligible(vm["hosts"], layout.hosts)
         origin = view.index(vm["origin_dc"])
         utilisation = [h.utilisation() for h in hosts]
         queue = QueueSummary(
@@ -145,11 +166,15 @@ class PlacementAdvisor:
         rules = Rules.from_action(
             self._action(policy, layout, origin, hosts, queue), layout, origin, utilisation
         )
+        handoffs_max = self.env_defaults.handoffs_max
         where = decide(
             rules,
             hosts[origin],
-            Request(vcpus=vm["vcpus"], memory_gb=vm["memory_mib"]),
-            handoffs_max=self.env_defaults.handoffs_max,
+            Request(
+                vcpus=vm["vcpus"], memory_gb=vm["memory_mib"], handoffs=0 if vm["handoff"] else handoffs_max
+            ),
+            handoffs_max=handoffs_max,
+            eligible=eligible[origin],
         )
         dc, decision = origin, where.kind
         if where.kind == "handoff":
@@ -158,10 +183,9 @@ class PlacementAdvisor:
             where = decide(
                 rules,
                 hosts[dc],
-                Request(
-                    vcpus=vm["vcpus"], memory_gb=vm["memory_mib"], handoffs=self.env_defaults.handoffs_max
-                ),
-                handoffs_max=self.env_defaults.handoffs_max,
+                Request(vcpus=vm["vcpus"], memory_gb=vm["memory_mib"], handoffs=handoffs_max),
+                handoffs_max=handoffs_max,
+                eligible=eligible[dc],
             )
         placed = where.kind == "host"
         return {
@@ -229,6 +253,7 @@ class PlacementAdvisor:
                 f"checkpoint trained for {layout.dcs} data centers of at most {layout.hosts} hosts; this "
                 f"fabric has {len(view.names)} of up to {hosts_max}: using {self.config.fallback}"
             )
+            self._log_once(reason)
             name = self.config.fallback
         else:
             reason, name = self.fallback_reason, self.config.heuristic or self.config.fallback
@@ -273,7 +298,7 @@ class _EnvLimits:
 class _Mapped:
     """Trained actors in the fabric's data-center order (matched by name if they match, else by position)."""
 
-    def __init__(self, actors: Any, dc_names: list[str]) -> None:
+    def __init__(self, actors: NumpyActors, dc_names: list[str]) -> None:
         self.actors = actors
         self.name = actors.name
         by_name = set(dc_names) == set(actors.agents)
@@ -311,6 +336,8 @@ class _FabricView:
             )
         if len(set(names)) != len(names):
             raise ConfigError(f"data center names must be distinct: {names}")
+        if sum(len(v) for v in vms) > VMS_PER_REQUEST_MAX:
+            raise ConfigError(f"list at most {VMS_PER_REQUEST_MAX} VMs in one request")
         view = cls(names=names, host_names=host_names, raw_hosts=raw_hosts, vms=vms)
         if with_vms:
             view._busy_from_vms()
@@ -322,6 +349,22 @@ class _FabricView:
                 listed = [v["cpu_busy"] for v in self.vms[d] if v["host"] == i]
                 if listed and not h["cpu_busy_given"]:
                     h["cpu_busy"] = float(sum(listed))
+
+    def eligible(self, names: list[str] | None, slots: int) -> list[np.ndarray]:
+        """Per data center, which of `slots` host slots may take the VM (all present hosts if None)."""
+        out = [np.arange(slots) < len(hosts) for hosts in self.host_names]
+        if names is None:
+            return out
+        known = {n: (d, i) for d, hosts in enumerate(self.host_names) for i, n in enumerate(hosts)}
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ConfigError(f"hosts {unknown} are not in the fabric's view")
+        for mask in out:
+            mask[:] = False
+        for n in names:
+            d, i = known[n]
+            out[d][i] = True
+        return out
 
     def index(self, name: str) -> int:
         if name not in self.names:
@@ -385,9 +428,19 @@ def _parse_vm(raw: dict[str, Any]) -> dict[str, Any]:
 def _parse_request(raw: dict[str, Any], view: _FabricView) -> dict[str, Any]:
     if not raw.get("vm"):
         raise ConfigError(f"a placement request needs the VM's name: {raw}")
+    hosts = raw.get("hosts")
+    if hosts is not None and (
+        not isinstance(hosts, list) or not 1 <= len(hosts) <= DCS_MAX * HOSTS_PER_DC_MAX
+    ):
+        raise ConfigError(f"hosts must be a list of 1 to {DCS_MAX * HOSTS_PER_DC_MAX} host names: {hosts!r}")
+    handoff = raw.get("handoff", True)
+    if not isinstance(handoff, bool):
+        raise ConfigError(f"handoff must be true or false, not {handoff!r}")
     return {
         "vm": str(raw["vm"]),
         "memory_mib": _number(raw, "memory_mib", None, lo=1e-9),
         "vcpus": _number(raw, "vcpus", 1.0, lo=1e-9),
         "origin_dc": str(raw.get("origin_dc") or view.names[0]),
+        "hosts": None if hosts is None else [str(h) for h in hosts],
+        "handoff": handoff,
     }

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fabric.errors import FabricError
 from policies.env.config import PlacementEnvConfig
 from policies.env.layout import Layout
 from policies.errors import CheckpointError
@@ -96,7 +97,12 @@ def read_meta(path: Path) -> dict[str, Any]:
 def env_config_in(meta: dict[str, Any]) -> PlacementEnvConfig | None:
     """The env config stored in an export's placement.json, if it has one."""
     raw = meta.get("env_config")
-    return PlacementEnvConfig.from_dict(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        return PlacementEnvConfig.from_dict(raw)
+    except (FabricError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"the env config in {PLACEMENT_META} is not valid: {e}") from None
 
 
 def layout_for(dcs: int, obs_size: int, action_size: int) -> Layout | None:
@@ -135,14 +141,17 @@ def load_numpy_actors(path: str | Path, *, dcs: int | None = None, hosts: int | 
     agents = meta.get("agents")
     if not isinstance(agents, list) or len(agents) < 2 or not all(isinstance(a, str) for a in agents):
         raise CheckpointError(f"{path}: {PLACEMENT_META} must list the agents (two or more names)")
-    layout = layout_for(len(agents), int(actor.get("obs_size", -1)), int(actor.get("action_size", -1)))
+    sizes = (actor.get("obs_size"), actor.get("action_size"))
+    if not all(isinstance(n, int) and 1 <= n <= 1 << 20 for n in sizes):
+        raise CheckpointError(f"{path}: {PLACEMENT_META} gives no valid obs_size and action_size")
+    layout = layout_for(len(agents), *sizes)
     if layout is None:
         raise CheckpointError(
             f"{path}: observation/action sizes match no placement layout for {len(agents)} DCs"
         )
     check_fits(layout, path, dcs=dcs, hosts=hosts)
     hiddens = actor.get("hiddens")
-    if not isinstance(hiddens, list):
+    if not isinstance(hiddens, list) or not all(isinstance(h, int) for h in hiddens):
         raise CheckpointError(f"{path}: {PLACEMENT_META} must give the actor's hidden layer sizes")
     layers = {a: _read_layers(path / a / MODULE_STATE, layout, hiddens) for a in agents}
     return NumpyActors(layers=layers, agents=tuple(agents), layout=layout, meta=meta)

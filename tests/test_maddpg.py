@@ -15,6 +15,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from fabric.errors import ConfigError
+from policies.checkpoint import load_numpy_actors
 from policies.env import PlacementEnv, PlacementEnvConfig
 from policies.evaluation import EvaluationPlan, evaluate, mean_ci, summarise, tiled_windows
 from policies.heuristics import RandomPolicy
@@ -102,53 +103,47 @@ def test_config_validation_says_how_to_fix(tiny: PlacementEnvConfig) -> None:
             MADDPGConfig().environment(PlacementEnv, env_config=tiny.to_dict()).training(**bad).validate()
 
 
-def test_the_critic_sees_every_agents_observation_and_action(ray_session, tiny: PlacementEnvConfig) -> None:
-    algo = tiny_config(
-        tiny, hyper={"num_steps_sampled_before_learning_starts": 64, "random_steps_before_learning": 64}
-    ).build_algo()
-    try:
-        for _ in range(5):
-            algo.train()
-        learner = algo.learner_group._learner
-        batch = learner._convert_batch_type(algo.replay.sample(64)).policy_batches
-        agents = learner.module["a"].unwrapped().agents
-        assert agents == ["a", "b"]
-        # The critic's input is every agent's observation and action, in the agents' order.
-        x = joint(batch, agents, Columns.OBS)
-        acts = joint(batch, agents, Columns.ACTIONS)
-        assert torch.equal(x, torch.cat([batch["a"][Columns.OBS], batch["b"][Columns.OBS]], dim=-1))
-        obs_dim, act_dim = batch["a"][Columns.OBS].shape[1], batch["a"][Columns.ACTIONS].shape[1]
-        for critic_of in agents:
-            module = learner.module[critic_of].unwrapped()
-            xa = torch.cat([x, acts], dim=-1).requires_grad_(True)
-            module.qf(xa).sum().backward()
-            grad = xa.grad.abs().sum(dim=0)
-            blocks = {f"obs {a}": grad[i * obs_dim : (i + 1) * obs_dim] for i, a in enumerate(agents)}
-            blocks |= {
-                f"action {a}": grad[2 * obs_dim + i * act_dim : 2 * obs_dim + (i + 1) * act_dim]
-                for i, a in enumerate(agents)
-            }
-            for name, g in blocks.items():
-                assert g.sum() > 0, f"{critic_of}'s critic ignores {name}"
-        # And the loss uses them: changing only b's observations and actions changes a's critic loss.
-        fwd = learner.module.forward_train(batch)
-        before = learner.compute_losses(fwd_out=fwd, batch=batch)["a"].item()
-        learner._temp_losses.clear()
-        changed = {
-            **batch,
-            "b": {
-                **batch["b"],
-                Columns.OBS: batch["b"][Columns.OBS] + 0.5,
-                Columns.ACTIONS: -batch["b"][Columns.ACTIONS],
-            },
+def test_the_critic_sees_every_agents_observation_and_action(trained) -> None:
+    algo, _ = trained
+    learner = algo.learner_group._learner
+    batch = learner._convert_batch_type(algo.replay.sample(64)).policy_batches
+    agents = learner.module["a"].unwrapped().agents
+    assert agents == ["a", "b"]
+    # The critic's input is every agent's observation and action, in the agents' order.
+    x = joint(batch, agents, Columns.OBS)
+    acts = joint(batch, agents, Columns.ACTIONS)
+    assert torch.equal(x, torch.cat([batch["a"][Columns.OBS], batch["b"][Columns.OBS]], dim=-1))
+    obs_dim, act_dim = batch["a"][Columns.OBS].shape[1], batch["a"][Columns.ACTIONS].shape[1]
+    for critic_of in agents:
+        module = learner.module[critic_of].unwrapped()
+        xa = torch.cat([x, acts], dim=-1).requires_grad_(True)
+        module.qf(xa).sum().backward()
+        module.qf.zero_grad(set_to_none=True)  # leave the learner's networks as they were
+        grad = xa.grad.abs().sum(dim=0)
+        blocks = {f"obs {a}": grad[i * obs_dim : (i + 1) * obs_dim] for i, a in enumerate(agents)}
+        blocks |= {
+            f"action {a}": grad[2 * obs_dim + i * act_dim : 2 * obs_dim + (i + 1) * act_dim]
+            for i, a in enumerate(agents)
         }
-        after = learner.compute_losses(fwd_out=learner.module.forward_train(changed), batch=changed)[
-            "a"
-        ].item()
+        for name, g in blocks.items():
+            assert g.sum() > 0, f"{critic_of}'s critic ignores {name}"
+
+    # And the loss uses them: changing only b's observations, or only b's actions, changes a's
+    # critic loss (the critic's own output, not the actor's term that also reads them).
+    def a_critic_loss(b: dict) -> float:
+        changed = {**batch, "b": b}
+        torch.manual_seed(0)  # the same target-smoothing noise every time
+        learner.compute_losses(fwd_out=learner.module.forward_train(changed), batch=changed)
+        loss = learner._temp_losses[("a", "qf")].item()
         learner._temp_losses.clear()
-        assert before != after
-    finally:
-        algo.stop()
+        return loss
+
+    updates = learner._critic_updates
+    before = a_critic_loss(batch["b"])
+    assert a_critic_loss(batch["b"]) == before  # deterministic: a difference below is the input's
+    assert a_critic_loss({**batch["b"], Columns.OBS: batch["b"][Columns.OBS] + 0.5}) != before
+    assert a_critic_loss({**batch["b"], Columns.ACTIONS: -batch["b"][Columns.ACTIONS]}) != before
+    learner._critic_updates = updates  # these were not updates
 
 
 def test_replay_rows_are_joint_and_misaligned_batches_are_refused(
@@ -240,6 +235,11 @@ def test_checkpoint_save_and_restore_reproduce_actions_exactly(
     for a in obs:
         assert np.array_equal(exported.action(a, obs[a]), before[a][0].numpy())
     assert exported.meta["provenance"] == {"test": True}
+    # The placement service's reader (numpy, no torch): the same actions up to float32 rounding.
+    light = load_numpy_actors(tmp_path / "export")
+    assert light.layout == exported.layout and light.agents == exported.agents
+    for a in obs:
+        np.testing.assert_allclose(light.action(a, obs[a]), before[a][0].numpy(), rtol=0, atol=1e-5)
 
 
 def test_remote_env_runners_pinned_to_a_data_center(ray_session, tiny: PlacementEnvConfig) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from actors.placement import PlacementService
 from fabric.errors import ConfigError
 from fabric.topology import embedded_default
 from policies import AdvisorConfig, PlacementAdvisor, UnknownPolicyError
+from policies.checkpoint import PLACEMENT_META, actor_description
 from policies.env import PlacementEnv, PlacementEnvConfig
 from policies.maddpg import MADDPGConfig
 from policies.traces.splits import TraceSources
@@ -73,10 +77,57 @@ def test_a_missing_checkpoint_falls_back_and_says_so(tmp_path: Path) -> None:
     assert a.describe()["fallback"] and "no checkpoint" in a.describe()["fallback_reason"]
     answer = a.place({"vm": "x", "memory_mib": 256}, fabric_dcs())
     assert answer["policy"] == "worst-fit" and "no checkpoint" in answer["fallback_reason"]
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "module_state.pkl").write_bytes(b"not a pickle")
-    junk = advisor(checkpoint=str(tmp_path / "junk"))
-    assert "not a readable RLlib module checkpoint" in junk.describe()["fallback_reason"]
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "module_state.pkl").write_bytes(b"not a pickle")
+    foreign = advisor(checkpoint=str(tmp_path / "foreign"))
+    assert "does not describe mlp-relu-tanh/v1 actors" in foreign.describe()["fallback_reason"]
+    shutil.copytree(SHIPPED, tmp_path / "damaged")
+    (tmp_path / "damaged" / "eu-west" / "module_state.pkl").write_bytes(b"not a pickle")
+    damaged = advisor(checkpoint=str(tmp_path / "damaged"))
+    assert "is not a file of actor weights" in damaged.describe()["fallback_reason"]
+    assert damaged.place({"vm": "x", "memory_mib": 256}, fabric_dcs())["policy"] == "best-fit+migrate"
+
+
+class _Opens:
+    """A pickle that, if it were loaded by plain pickle, would create a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_cannot_run_code_when_loaded(tmp_path: Path, caplog) -> None:
+    hostile = tmp_path / "hostile"
+    shutil.copytree(SHIPPED, hostile)
+    marker = tmp_path / "pwned"
+    (hostile / "us-east" / "module_state.pkl").write_bytes(pickle.dumps({"pi.0.weight": _Opens(marker)}))
+    with caplog.at_level(logging.WARNING, logger="novacron.placement"):
+        a = advisor(checkpoint=str(hostile))
+    assert a.describe()["fallback"] and "is not allowed in actor weights" in a.describe()["fallback_reason"]
+    assert not marker.exists()
+    assert any("falls back to a heuristic" in r.getMessage() for r in caplog.records)  # and it is logged
+
+
+def test_candidate_hosts_and_no_handoff_are_respected() -> None:
+    a = advisor(heuristic="best-fit")
+    used = {"us-west-1": 2000.0, "us-west-2": 3500.0}
+    best = a.place({"vm": "v", "memory_mib": 256, "origin_dc": "us-west"}, fabric_dcs(used))
+    assert best["host"] == "us-west-2"  # the fullest that fits ...
+    only = a.place(
+        {"vm": "v", "memory_mib": 256, "origin_dc": "us-west", "hosts": ["us-west-1"]}, fabric_dcs(used)
+    )
+    assert only["host"] == "us-west-1"  # ... unless it is not a candidate
+    full = {"us-west-1": 4000.0, "us-west-2": 4000.0}
+    handed = a.place({"vm": "v", "memory_mib": 512, "origin_dc": "us-west"}, fabric_dcs(full))
+    assert handed["handed_off"] and handed["dc"] != "us-west"
+    stays = a.place(
+        {"vm": "v", "memory_mib": 512, "origin_dc": "us-west", "handoff": False}, fabric_dcs(full)
+    )
+    assert stays["decision"] == "none" and stays["dc"] is None
+    with pytest.raises(ConfigError, match="not in the fabric"):
+        a.place({"vm": "v", "memory_mib": 1, "hosts": ["mars-1"]}, fabric_dcs())
 
 
 def test_an_incompatible_checkpoint_falls_back_and_says_so(tmp_path: Path, sources: TraceSources) -> None:
@@ -90,6 +141,12 @@ def test_an_incompatible_checkpoint_falls_back_and_says_so(tmp_path: Path, sourc
         .get_multi_rl_module_spec(env=tiny, inference_only=True)
     )
     spec.build().save_to_path(tmp_path / "two-dcs")
+    layout = tiny.layout
+    meta = {
+        "agents": ["a", "b"],
+        "actor": actor_description([64, 64], layout.observation_size, layout.action_size),
+    }
+    (tmp_path / "two-dcs" / PLACEMENT_META).write_text(json.dumps(meta))
     a = advisor(checkpoint=str(tmp_path / "two-dcs"))
     assert not a.describe()["fallback"]  # it loads ...
     answer = a.place({"vm": "x", "memory_mib": 256}, fabric_dcs())

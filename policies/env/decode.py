@@ -115,10 +115,15 @@ def score_features(hosts: Hosts, vcpus: float, memory_gb: float) -> np.ndarray:
     return features
 
 
-def host_scores(rules: Rules, hosts: Hosts, vcpus: float, memory_gb: float) -> np.ndarray:
-    """Score of each host for this request; -inf where it does not fit."""
+def host_scores(
+    rules: Rules, hosts: Hosts, vcpus: float, memory_gb: float, eligible: np.ndarray | None = None
+) -> np.ndarray:
+    """Score of each host for this request; -inf where it does not fit (or is not `eligible`)."""
     scores = rules.host_bias + score_features(hosts, vcpus, memory_gb) @ rules.weights
-    return np.where(hosts.fits(vcpus, memory_gb), scores, -np.inf)
+    ok = hosts.fits(vcpus, memory_gb)
+    if eligible is not None:
+        ok &= eligible
+    return np.where(ok, scores, -np.inf)
 
 
 def best_host(scores: np.ndarray) -> int:
@@ -127,9 +132,14 @@ def best_host(scores: np.ndarray) -> int:
     return best if np.isfinite(scores[best]) else -1
 
 
-def decide(rules: Rules, hosts: Hosts, request: Request, *, handoffs_max: int) -> Decision:
-    """Where `request`, waiting at data center `rules.dc`, goes (see the module docstring)."""
-    host = best_host(host_scores(rules, hosts, request.vcpus, request.memory_gb))
+def decide(
+    rules: Rules, hosts: Hosts, request: Request, *, handoffs_max: int, eligible: np.ndarray | None = None
+) -> Decision:
+    """Where `request`, waiting at data center `rules.dc`, goes (see the module docstring).
+
+    `eligible` (bool per host slot), when given, limits the local hosts it may take.
+    """
+    host = best_host(host_scores(rules, hosts, request.vcpus, request.memory_gb, eligible))
     target = rules.handoff_dc if request.handoffs < handoffs_max else -1
     if target >= 0 and rules.handoff_dc_utilisation >= 1.0 - UTILISATION_TOLERANCE:
         target = -1  # the other DC is full: handing off would only add WAN traffic
