@@ -63,6 +63,7 @@ class MADDPGConfig(AlgorithmConfig):
         self.exploration_noise_final = float(MODEL_DEFAULTS["exploration_noise_final"])
         self.exploration_noise_steps = int(MODEL_DEFAULTS["exploration_noise_steps"])
         self.exploration_random_fraction = float(MODEL_DEFAULTS["exploration_random_fraction"])
+        self.final_layer_init = float(MODEL_DEFAULTS["final_layer_init"])
         # .env_runners()
         self.rollout_fragment_length = 1
         self.batch_mode = "truncate_episodes"
@@ -94,6 +95,7 @@ class MADDPGConfig(AlgorithmConfig):
         target_noise_clip: float = NotProvided,
         policy_delay: int = NotProvided,
         actor_warmup_updates: int = NotProvided,
+        final_layer_init: float = NotProvided,
         **kwargs: Any,
     ) -> MADDPGConfig:
         """Sets MADDPG's training settings (keyword-only); returns self.
@@ -118,6 +120,7 @@ class MADDPGConfig(AlgorithmConfig):
             target_noise_clip: bound of that noise.
             policy_delay: critic updates per actor update (1: every step, as MADDPG; TD3 uses 2).
             actor_warmup_updates: updates that train only the critics, before the actors start.
+            final_layer_init: output layers start uniform in +-this (DDPG's init; 0: torch's default).
             kwargs: passed to `AlgorithmConfig.training` (gamma, train_batch_size_per_learner, grad_clip...).
         """
         super().training(**kwargs)
@@ -141,6 +144,7 @@ class MADDPGConfig(AlgorithmConfig):
             "target_noise_clip": target_noise_clip,
             "policy_delay": policy_delay,
             "actor_warmup_updates": actor_warmup_updates,
+            "final_layer_init": final_layer_init,
         }
         for name, value in settings.items():
             if value is not NotProvided:
@@ -188,6 +192,7 @@ class MADDPGConfig(AlgorithmConfig):
             ("target_noise_clip", 0.0 <= self.target_noise_clip <= 1.0, "a bound in [0, 1], e.g. 0.5"),
             ("policy_delay", 1 <= self.policy_delay <= 100, "an int in [1, 100], e.g. 2"),
             ("actor_warmup_updates", self.actor_warmup_updates >= 0, "an int >= 0"),
+            ("final_layer_init", 0.0 <= self.final_layer_init <= 1.0, "a bound in [0, 1], e.g. 3e-3"),
             (
                 "num_learners",
                 self.num_learners <= 1,
@@ -252,6 +257,7 @@ class MADDPGConfig(AlgorithmConfig):
             "twin_q": self.twin_q,
             "target_noise": self.target_noise,
             "target_noise_clip": self.target_noise_clip,
+            "final_layer_init": self.final_layer_init,
         }
 
     def multi_agent_for(self, agents: list[str]) -> MADDPGConfig:

@@ -43,6 +43,10 @@ MODEL_DEFAULTS = {
     # threshold above every load), a critic that never saw the far side extrapolates at random,
     # and the actor follows it there.
     "exploration_random_fraction": 0.0,
+    # The output layers of actor and critic start uniform in +-this (DDPG, Lillicrap et al. 2016,
+    # sec. 7): the first actions are near zero, and in the placement env the zero action is a
+    # sensible policy, where a default-initialised actor acts noticeably at random. 0: torch's init.
+    "final_layer_init": 3e-3,
 }
 REQUIRED_JOINT_KEYS = ("joint_obs_dim", "joint_action_dim", "maddpg_agents")
 
@@ -62,6 +66,7 @@ class MADDPGRLModule(RLModule, InferenceOnlyAPI, TargetNetworkAPI, abc.ABC):
         self.twin_q = bool(config["twin_q"])
         self.target_noise = float(config["target_noise"])
         self.target_noise_clip = float(config["target_noise_clip"])
+        self.final_layer_init = float(config["final_layer_init"])
         self.obs_dim = int(self.observation_space.shape[0])
         self.action_dim = int(self.action_space.shape[0])
         self.pi = self.build_actor()

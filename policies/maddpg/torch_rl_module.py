@@ -36,11 +36,22 @@ class MADDPGTorchRLModule(TorchRLModule, MADDPGRLModule):
     def build_actor(self) -> nn.Module:
         # Pre-activations out; tanh is applied in the forward passes, so the learner can
         # regularise the pre-activations (a penalty on tanh's output vanishes once it saturates).
-        return mlp([self.obs_dim, *self.actor_hiddens, self.action_dim], None)
+        return self._small_output(mlp([self.obs_dim, *self.actor_hiddens, self.action_dim], None))
 
     @override(MADDPGRLModule)
     def build_critic(self) -> nn.Module:
-        return mlp([self.joint_obs_dim + self.joint_action_dim, *self.critic_hiddens, 1], None)
+        return self._small_output(
+            mlp([self.joint_obs_dim + self.joint_action_dim, *self.critic_hiddens, 1], None)
+        )
+
+    def _small_output(self, net: nn.Sequential) -> nn.Sequential:
+        """Output layer uniform in +-final_layer_init (DDPG's initialisation), if set."""
+        if self.final_layer_init > 0.0:
+            last = net[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.uniform_(last.weight, -self.final_layer_init, self.final_layer_init)
+            nn.init.uniform_(last.bias, -self.final_layer_init, self.final_layer_init)
+        return net
 
     @override(RLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
