@@ -167,3 +167,18 @@ def test_probft_survives_seeded_runs_and_fencing_always_holds() -> None:
         assert c.get(path, 0) > 0, path
     print(f"probft campaign: {r.runs} runs, {r.real_crypto_runs} with Ed25519 + RSA-FDH-VRF, "
           f"{r.messages_per_decision:.1f} messages/decision, {r.wall_s:.1f} s")
+
+
+def test_a_replica_the_samples_missed_fetches_decisions_instead_of_changing_the_view() -> None:
+    """n = 49, no faults: some replicas miss q votes by chance; they ask s peers for the Decision, so
+    no view change happens and a decision costs about a third of PBFT's messages (n + 2ns)."""
+    cfg = RunConfig(protocol="probft", n=49, clients=1, ops_per_client=4, sim_options=False,
+                    options={"batch_max": 1})
+    r = run(cfg, 2)
+    pbft = run(RunConfig(protocol="pbft", n=49, clients=1, ops_per_client=4, sim_options=False,
+                         options={"batch_max": 1}), 2)
+    assert r.ok and pbft.ok and r.decisions == pbft.decisions == 4
+    c = r.replica_counters
+    assert c.get("decisions_fetched", 0) > 0 and c.get("decisions_adopted", 0) > 0
+    assert c.get("view_changes_started", 0) == 0 and "ProViewChange" not in r.messages_by_type
+    assert r.messages < 0.4 * pbft.messages, (r.messages, pbft.messages)

@@ -291,7 +291,8 @@ class PbftReplica:
         assert now_ms >= self._now, f"time went backwards: {now_ms} < {self._now}"
         self._now = now_ms
         if self.mode == NORMAL:
-            if self._request_deadline is not None and now_ms >= self._request_deadline and self._is_voter:
+            if self._request_deadline is not None and now_ms >= self._request_deadline and self._is_voter \
+                    and not self._defer_view_change():
                 self._count("request_timeouts")
                 self._on_request_timeout(self.view)
                 self._start_view_change(self.view + 1)
@@ -1030,6 +1031,11 @@ class PbftReplica:
     def _batch_prefix(self, view: int, seq: int) -> list[Request]:
         """The first `_batch_prefix_len` requests of the batch the primary makes for (view, seq)."""
         return []
+
+    def _defer_view_change(self) -> bool:
+        """Our request timer expired: True if something cheaper than a view change was tried first
+        (and the timer re-armed). PBFT goes straight to the view change."""
+        return False
 
     def _on_request_timeout(self, view: int) -> None:
         """Our request timer expired in `view`: its primary did not get requests executed in time."""

@@ -57,6 +57,7 @@ from fabric.consensus.pbft.storage import PbftDurable
 from fabric.consensus.probft.messages import (
     Decision,
     Executed,
+    FetchDecisions,
     Halted,
     ProCommit,
     ProNewView,
@@ -185,6 +186,8 @@ class ProbftReplica(PbftReplica):
         self._proofs: dict[int, Decision] = {}
         self._decided: dict[int, Decision] = {}
         self._pushed_ms: dict[NodeId, int] = {}
+        # (view, seq) we last asked peers for Decisions about before giving up on the view.
+        self._fetch_tried: tuple[int, int] | None = None
         super().__init__(config, state_machine=self._history_sm, rng=rng, signer=signer, verifier=verifier,
                          client_verifier=client_verifier, durable=durable, now_ms=now_ms)
 
@@ -258,7 +261,7 @@ class ProbftReplica(PbftReplica):
     # -- family hooks ---------------------------------------------------------------------
 
     _MESSAGE_TYPES = (PrePrepare, ProPrepare, ProCommit, Checkpoint, ProViewChange, ProNewView, FetchState,
-                      StateReply, Decision)
+                      StateReply, Decision, FetchDecisions)
     _CERT = ProPreparedCert
     _VIEW_CHANGE = ProViewChange
     _NEW_VIEW = ProNewView
@@ -365,6 +368,48 @@ class ProbftReplica(PbftReplica):
             self._out.send(to, self._proofs[seq])
         self._count("decisions_pushed")
 
+    def _defer_view_change(self) -> bool:
+        """Before a view change, ask a sample of peers once for the Decisions we lack.
+
+        A replica outside enough samples misses the q votes of an instance the others
+        decided, although the primary is fine: a view change (n ViewChanges, each
+        answered with every Decision) would cost more than the whole agreement. So
+        when the primary did propose in this view, the first expiry of the request
+        timer for our next sequence number sends a FetchDecisions to s peers instead
+        and re-arms the timer; only a second expiry changes the view.
+        """
+        seq = self.last_exec + 1
+        if self._fetch_tried == (self.view, seq):
+            return False
+        if not any(s > self.last_exec and slot.pre_prepare is not None and slot.pre_prepare.view == self.view
+                   for s, slot in self._slots.items()):
+            return False  # no proposal in this view: the primary may be at fault, change it
+        self._fetch_tried = (self.view, seq)
+        peers = [r for r in range(self._n) if r != self._id]
+        ask = self._rng.sample(peers, min(len(peers), self.config.sample))
+        m = self._sign(FetchDecisions(src=self._id, seq=seq))
+        for r in sorted(ask):
+            self._out.send(r, m)
+        self._request_deadline = self._now + self.config.request_timeout_ms
+        self._count("decisions_fetched")
+        return True
+
+    def _on_fetch_decisions(self, m: FetchDecisions) -> None:
+        if not m.verify(self._verifier):
+            self._count("dropped_bad_signature")
+            return
+        last = self._pushed_ms.get(m.src)
+        if last is not None and self._now - last < self.config.resend_ms:
+            return  # answered it a moment ago
+        self._pushed_ms[m.src] = self._now
+        if m.seq <= self.low:
+            for cp in self._stable_proof:  # it fell below our window: it needs the state
+                self._out.send(m.src, cp)
+        for seq in sorted(self._proofs):
+            if seq >= m.seq:
+                self._out.send(m.src, self._proofs[seq])
+        self._count("decisions_sent_on_fetch")
+
     def _on_decision(self, m: Decision) -> None:
         pp = m.pre_prepare
         if pp.seq <= self.last_exec or pp.seq in self._decided or not self._in_window(pp.seq):
@@ -450,5 +495,5 @@ class ProbftReplica(PbftReplica):
         ProCommit: PbftReplica._on_commit, Checkpoint: PbftReplica._on_checkpoint,
         ProViewChange: PbftReplica._on_view_change, ProNewView: PbftReplica._on_new_view,
         FetchState: PbftReplica._on_fetch_state, StateReply: PbftReplica._on_state_reply,
-        Decision: _on_decision,
+        Decision: _on_decision, FetchDecisions: _on_fetch_decisions,
     }

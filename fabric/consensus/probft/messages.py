@@ -23,6 +23,7 @@ from fabric.consensus.pbft.messages import (
     PreparedCert,
     PrePrepare,
     ViewChange,
+    _Signed,
 )
 
 PROOF_BYTES_MAX = 1024  # an RSA-8192 VRF proof; the simulator's HMAC stand-in is 32
@@ -146,6 +147,28 @@ class Decision:
         """Short text form for scripts."""
         return f"Decision n={self.seq} v={self.pre_prepare.view} d={self.pre_prepare.digest.hex()[:6]} " \
                f"commits={','.join(str(c.src) for c in self.commits)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchDecisions(_Signed):
+    """Send me your Decisions from `seq` on: my request timer expired with the primary at work, and
+    the votes that would have decided `seq` here missed me (samples are random; some do)."""
+
+    src: int
+    seq: int
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise MalformedMessageError if a field is out of range."""
+        self._check_signed()
+        require(is_count(self.seq) and self.seq >= 1, "seq >= 1")
+
+    def brief(self) -> str:
+        """Short text form for scripts."""
+        return f"FetchDecisions n={self.seq}"
 
 
 @dataclass(frozen=True, kw_only=True)
