@@ -4,11 +4,14 @@
     python jobs/bench_migration.py --json               # one JSON object on stdout
     python jobs/bench_migration.py --guest PATH --guest PATH2 --repeat 5
 
-Each guest boots in us-east, runs for a warm-up, then live-migrates to eu-west
-while its workload keeps writing (the real captures replay their deltas on the
-dump clock). The yardstick is a plain numpy copy of the same guest memory on
-this machine, timed in the same run. The data centers are emulated on one
-machine: no WAN link is modelled, pages cross Ray's object store.
+Each guest boots on us-east-1, runs for a warm-up, then live-migrates back
+and forth to us-east-2 while its workload keeps writing (the real captures
+replay their deltas on the dump clock). The link between the two is the
+emulated in-data-center one (10 Gbit/s, 0.25 ms), faster than this machine can
+encode, seal, send and apply pages, so the figure is the machine's: the whole
+pipeline (codec, AES-GCM, transport, Ray's object store) with default settings.
+The yardstick is a plain numpy copy of the same guest memory, timed in the same
+run. A migration that does not complete is a row with its outcome, not a crash.
 """
 
 from __future__ import annotations
@@ -77,20 +80,23 @@ def run_guest(handle: Any, label: str, workload: dict[str, Any], repeat: int,
         time.sleep(warmup_s)
         copy_mbps = numpy_copy_mbps(handle, vm, "us-east-1")
         for i in range(repeat):
-            to = "eu-west-1" if i % 2 == 0 else "us-east-1"
-            report = handle.migrate(vm, to, config=config).to_dict()
-            if report["status"] != "completed":
-                raise RuntimeError(f"{label}: migration {report['status']}: {report['abort_reason']}")
-            runs.append(report)
+            to = "us-east-2" if i % 2 == 0 else "us-east-1"
+            runs.append(handle.migrate(vm, to, config=config).to_dict())
             time.sleep(warmup_s)
     finally:
         handle.delete_vm(vm)
-    med = {k: statistics.median(r[k] for r in runs) for k in
+    done = [r for r in runs if r["status"] == "completed"] or runs  # medians of what completed
+    med = {k: statistics.median(r[k] for r in done) for k in
            ("total_time_ms", "downtime_ms", "rounds", "raw_bytes", "wire_bytes", "throughput_mbps",
             "dirty_rate_mbps", "setup_time_ms")}
+    # Guest bytes per second of transfer (wire rate x compression): comparable with a copy.
+    guest_mbps = med["throughput_mbps"] * med["raw_bytes"] / max(med["wire_bytes"], 1)
     return {"guest": label, "memory_mib": runs[0]["memory_bytes"] / (1 << 20),
+            "outcomes": {s: sum(r["status"] == s for r in runs) for s in sorted({r["status"] for r in runs})},
+            "abort_reasons": [r["abort_reason"] for r in runs if r["status"] != "completed"],
             "workload": runs[0]["workload"], "numpy_copy_mbps": copy_mbps,
-            "throughput_vs_copy": med["throughput_mbps"] / copy_mbps, "median": med, "runs": runs}
+            "guest_mbps": guest_mbps, "guest_rate_vs_copy": guest_mbps / copy_mbps, "median": med,
+            "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
-        "link": "emulated data centers on one machine; pages cross Ray's object store; "
-                "no WAN link modelled, no compression (raw pages)",
+        "link": "us-east-1 <-> us-east-2 on one machine: the emulated in-data-center link "
+                "(10 Gbit/s, 0.25 ms), default codec and AES-GCM; pages cross Ray's object store",
+        "load_average": os.getloadavg(),
         "repeat": args.repeat, "config": effective.to_dict(), "results": results,
     }
     if args.out:
@@ -136,14 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         emit_json(out)
         return EXIT_OK
-    rows = [[r["guest"], r["memory_mib"], r["median"]["dirty_rate_mbps"], r["median"]["total_time_ms"],
+    rows = [[r["guest"], r["memory_mib"], ", ".join(f"{n} {s}" for s, n in r["outcomes"].items()),
+             r["median"]["dirty_rate_mbps"], r["median"]["total_time_ms"],
              r["median"]["downtime_ms"], r["median"]["rounds"], r["median"]["raw_bytes"] / MB,
-             r["median"]["wire_bytes"] / MB, r["median"]["throughput_mbps"], r["numpy_copy_mbps"],
-             r["throughput_vs_copy"]] for r in results]
-    print(table(rows, ["guest", "MiB", "dirty MB/s", "total ms", "downtime ms", "rounds", "raw MB",
-                       "wire MB", "xfer MB/s", "numpy copy MB/s", "xfer/copy"]))
+             r["median"]["wire_bytes"] / MB, r["median"]["throughput_mbps"], r["guest_mbps"],
+             r["numpy_copy_mbps"], r["guest_rate_vs_copy"]] for r in results]
+    print(table(rows, ["guest", "MiB", "outcomes", "dirty MB/s", "total ms", "downtime ms", "rounds",
+                       "raw MB", "wire MB", "wire MB/s", "guest MB/s", "numpy copy MB/s", "guest/copy"]))
     print(f"\nmedians of {args.repeat} migrations each; batches of {effective.batch_pages_max} pages, "
-          f"{effective.inflight_batches_max} in flight; {out['link']}")
+          f"{effective.inflight_batches_max} in flight; {out['link']}; load average at the end "
+          f"{out['load_average'][0]:.1f}")
+    for r in results:
+        for reason in r["abort_reasons"]:
+            print(f"  {r['guest']}: {reason}")
     if args.out:
         print(f"JSON: {args.out}")
     return EXIT_OK
