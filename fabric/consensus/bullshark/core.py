@@ -244,6 +244,7 @@ class BullsharkReplica:
         self._pending: OrderedDict[tuple[str, int], Request] = OrderedDict()
         self._seen_requests: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._resend_deadline: int | None = None
+        self._resend_round = 0  # our round at the last resend: repair only what stopped moving
         # Checkpoints: position -> src -> Checkpoint; ours: position -> (digest, snapshot).
         self._checkpoints: dict[int, dict[NodeId, Checkpoint]] = {}
         self._own_checkpoints: dict[int, tuple[bytes, Any]] = {}
@@ -604,7 +605,10 @@ class BullsharkReplica:
             self._resend_deadline = self._now + self.config.resend_ms
 
     def _resend(self) -> None:
-        """Repair what a lossy network broke: our uncertified header, our latest certificate, parents."""
+        """Repair what a lossy network broke: our uncertified header, parents we miss, and, when our
+        round has not moved since the last resend, our latest certificate and a request for the
+        certificates above ours (a validator that keeps advancing needs no help; one that is stuck
+        asks, and peers stuck below us ask us in turn)."""
         self._resend_deadline = None
         work = False
         h = self._own.get(self.round) or self._own.get(self.round - 1)
@@ -615,7 +619,9 @@ class BullsharkReplica:
                     self._out.send(r, h)
             work = True
         mine = max((r for r, certs in self._dag.items() if self._id in certs), default=0)
-        if mine and self._active():
+        stuck = self.round == self._resend_round  # no round advanced since the last resend
+        self._resend_round = self.round
+        if mine and self._active() and stuck:
             self._send_all(self._dag[mine][self._id])
             # Peers stuck below us: ask for what is above what we hold, as well.
             self._send_all(CertRequest(src=self._id, digests=(), from_round=max(self._dag)))
