@@ -12,6 +12,7 @@ lying, which their protocol must survive.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,25 +32,44 @@ class Delay:
 
     uniform: U[0, spread_ms]; exponential: mean spread_ms (a queueing tail);
     pareto: shape 1.5, scale spread_ms/3 (heavy tail: a few very late messages).
+    wan: a wide-area network of sites: each pair of addresses has its own fixed
+    one-way latency in [base_ms, base_ms + spread_ms] (the same both ways, a
+    function of the pair alone), plus U[0, jitter_ms] per message. base 25,
+    spread 50 gives round trips of 50-150 ms between sites.
     """
 
-    kind: Literal["uniform", "exponential", "pareto"] = "uniform"
+    kind: Literal["uniform", "exponential", "pareto", "wan"] = "uniform"
     base_ms: int = 1
     spread_ms: int = 4
     cap_ms: int = 200
+    jitter_ms: int = 0  # wan only
 
     def validate(self) -> Delay:
         """Return self, or raise ConfigError."""
-        if self.kind not in ("uniform", "exponential", "pareto"):
-            raise ConfigError(f"delay kind {self.kind!r}: use uniform, exponential or pareto")
+        if self.kind not in ("uniform", "exponential", "pareto", "wan"):
+            raise ConfigError(f"delay kind {self.kind!r}: use uniform, exponential, pareto or wan")
         if not 0 <= self.base_ms <= self.cap_ms <= 60_000 or not 0 <= self.spread_ms <= 60_000:
             raise ConfigError(f"delay {self}: need 0 <= base_ms <= cap_ms <= 60000 "
                               "and 0 <= spread_ms <= 60000")
+        if not 0 <= self.jitter_ms <= 60_000 or (self.jitter_ms and self.kind != "wan"):
+            raise ConfigError(f"delay jitter_ms={self.jitter_ms}: use 0..60000, with kind wan only")
         return self
+
+    def link_ms(self, src: Address, dst: Address) -> int:
+        """wan: the fixed one-way latency between two addresses (symmetric, from the pair alone)."""
+        a, b = sorted((str(src), str(dst)))
+        h = int.from_bytes(hashlib.blake2b(f"{a}|{b}".encode(), digest_size=8).digest(), "big")
+        return self.base_ms + h % (self.spread_ms + 1)
+
+    def sample_link(self, rng: random.Random, src: Address, dst: Address) -> int:
+        """A delay in ms for one message from `src` to `dst` (the other kinds ignore the pair)."""
+        if self.kind != "wan":
+            return self.sample(rng)
+        return min(self.cap_ms, self.link_ms(src, dst) + int(rng.random() * self.jitter_ms))
 
     def sample(self, rng: random.Random) -> int:
         """A delay in ms."""
-        if self.kind == "uniform":
+        if self.kind in ("uniform", "wan"):  # wan without the pair: the spread of its links
             extra = rng.random() * self.spread_ms
         elif self.kind == "exponential":
             extra = rng.expovariate(1.0 / self.spread_ms) if self.spread_ms else 0.0
