@@ -152,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         names = args.policies or ["maddpg", "random", *HEURISTICS]
         policies: list[Any] = []
         for name in names:
-            if name == "maddpg":
-                from policies.maddpg.export import load_actors
+            if name == "maddpg":  # as the placement service runs it (numpy; the same actions as RLlib's)
+                from policies.checkpoint import load_numpy_actors
 
-                policies.append(load_actors(args.checkpoint, dcs=env.layout.dcs, hosts=env.layout.hosts))
+                policies.append(
+                    load_numpy_actors(args.checkpoint, dcs=env.layout.dcs, hosts=env.layout.hosts)
+                )
             elif name == "random":
                 policies.append(RandomPolicy(env.layout, agents, seed=0))
             else:
@@ -191,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "env_config": env_config.to_dict(),
         "checkpoint": args.checkpoint if "maddpg" in names else None,
+        "checkpoint_provenance": next(
+            (p.meta.get("provenance") for p in policies if p.name == "maddpg" and hasattr(p, "meta")), None
+        ),
         "summaries": summaries,
         "maddpg_vs_best_heuristic": comparison,
         "machine": {

@@ -57,6 +57,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="iterations between dev evaluations")
     p.add_argument("--dev-seeds", type=int, default=d.dev_seeds, help="seeds of each dev evaluation")
     p.add_argument("--dev-windows", type=int, default=d.dev_windows, help="windows of each dev evaluation")
+    p.add_argument(
+        "--prior",
+        default=d.prior,
+        help="start the actors at this heuristic's fixed part and pull them towards it (default: none)",
+    )
     p.add_argument("--dc", default=None, help="pin the run to this data center (the dc:<name> resource)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to export the selected actors")
     p.add_argument(
@@ -106,6 +111,7 @@ def run_training(args_dict: dict[str, Any], command: str) -> dict[str, Any]:
         eval_every=args_dict["eval_every"],
         dev_seeds=args_dict["dev_seeds"],
         dev_windows=args_dict["dev_windows"],
+        prior=args_dict["prior"],
     )
     # Without --data the export records no paths: the env finds the shared data where it runs.
     env_config = PlacementEnvConfig(
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_every",
             "dev_seeds",
             "dev_windows",
+            "prior",
             "dc",
             "out",
             "algo_checkpoint",

@@ -16,11 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fabric.errors import ConfigError
 from fabric.topology import DC_PREFIX
 from policies.env.config import PlacementEnvConfig
 from policies.env.env import PlacementEnv
+from policies.env.layout import Layout
+from policies.errors import UnknownPolicyError
 from policies.evaluation.runner import EvaluationPlan, evaluate, summarise, tiled_windows
+from policies.heuristics.placers import HEURISTICS, HeuristicPolicy
 from policies.maddpg.config import MADDPGConfig
 from policies.maddpg.export import export_actors, load_actors
 from policies.traces.splits import TraceSources, load_split
@@ -42,6 +47,9 @@ class TrainingSettings:
     eval_every: int = 125  # iterations (of 16 env steps) between dev evaluations
     dev_seeds: int = 8  # seeds (= shards) of the dev evaluation
     dev_windows: int = 3
+    # A heuristic whose fixed part (see prior_action) the actors start at and are pulled towards
+    # with weight actor_action_l2; None: the zero action (itself a sensible policy, see layout).
+    prior: str | None = None
     hyper: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HYPER))
 
     def __post_init__(self) -> None:
@@ -56,6 +64,10 @@ class TrainingSettings:
         for name in ("eval_every", "dev_seeds", "dev_windows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.prior is not None and self.prior not in HEURISTICS:
+            raise UnknownPolicyError(
+                f"no heuristic {self.prior!r} to start from; heuristics are {HEURISTICS}"
+            )
 
 
 # Chosen on the tiny env (2 DCs x 2 hosts) while debugging why plain MADDPG collapsed: its
@@ -88,6 +100,18 @@ DEFAULT_HYPER: dict[str, Any] = {
 ROLLOUT_FRAGMENT_STEPS = 16  # env steps per sampling call: 8 updates per 16 steps
 
 
+def prior_action(name: str, layout: Layout) -> list[float]:
+    """Heuristic `name`'s fixed part as one action: its action with the load-dependent handoff scores zeroed.
+
+    Taken at an all-zero observation; for every placer but least-loaded-dc only the
+    handoff scores depend on the observation, so the rest is the heuristic exactly.
+    """
+    policy = HeuristicPolicy(name, layout, tuple(f"dc{i}" for i in range(layout.dcs)))
+    action = policy.action(np.zeros(layout.observation_size, np.float32)).astype(float)
+    action[layout.action_slices["handoff"]] = 0.0
+    return [float(v) for v in action]
+
+
 def pinned_to(dc: str | None) -> dict[str, float]:
     """Custom resources that pin a process to data center `dc` (empty: run anywhere)."""
     return {f"{DC_PREFIX}{dc}": DC_RESOURCE_PER_PROCESS} if dc else {}
@@ -98,6 +122,10 @@ def maddpg_config(
 ) -> MADDPGConfig:
     """The MADDPG config for `env_config`; env runners (and learners, if remote) pinned to `dc`."""
     resources = pinned_to(dc)
+    hyper = dict(settings.hyper)
+    if settings.prior is not None:
+        layout = Layout(dcs=len(env_config.dcs), hosts=env_config.hosts_per_dc)
+        hyper["action_prior"] = prior_action(settings.prior, layout)
     config = (
         MADDPGConfig()
         .environment(PlacementEnv, env_config=env_config.to_dict())
@@ -108,7 +136,7 @@ def maddpg_config(
         )
         .learners(custom_resources_per_learner=resources)
         .multi_agent_for(list(env_config.dcs))
-        .training(**settings.hyper)
+        .training(**hyper)
         .debugging(seed=settings.seed)
     )
     return config

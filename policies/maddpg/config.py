@@ -64,6 +64,7 @@ class MADDPGConfig(AlgorithmConfig):
         self.exploration_noise_steps = int(MODEL_DEFAULTS["exploration_noise_steps"])
         self.exploration_random_fraction = float(MODEL_DEFAULTS["exploration_random_fraction"])
         self.final_layer_init = float(MODEL_DEFAULTS["final_layer_init"])
+        self.action_prior = MODEL_DEFAULTS["action_prior"]
         # .env_runners()
         self.rollout_fragment_length = 1
         self.batch_mode = "truncate_episodes"
@@ -96,6 +97,7 @@ class MADDPGConfig(AlgorithmConfig):
         policy_delay: int = NotProvided,
         actor_warmup_updates: int = NotProvided,
         final_layer_init: float = NotProvided,
+        action_prior: list[float] | None = NotProvided,
         **kwargs: Any,
     ) -> MADDPGConfig:
         """Sets MADDPG's training settings (keyword-only); returns self.
@@ -121,6 +123,8 @@ class MADDPGConfig(AlgorithmConfig):
             policy_delay: critic updates per actor update (1: every step, as MADDPG; TD3 uses 2).
             actor_warmup_updates: updates that train only the critics, before the actors start.
             final_layer_init: output layers start uniform in +-this (DDPG's init; 0: torch's default).
+            action_prior: an action (values in [-1, 1]) the actors start at and are pulled towards
+                (weight actor_action_l2); None: zeros.
             kwargs: passed to `AlgorithmConfig.training` (gamma, train_batch_size_per_learner, grad_clip...).
         """
         super().training(**kwargs)
@@ -145,10 +149,16 @@ class MADDPGConfig(AlgorithmConfig):
             "policy_delay": policy_delay,
             "actor_warmup_updates": actor_warmup_updates,
             "final_layer_init": final_layer_init,
+            "action_prior": action_prior,
         }
         for name, value in settings.items():
-            if value is not NotProvided:
-                setattr(self, name, list(value) if name.endswith("hiddens") else value)
+            if value is NotProvided:
+                continue
+            if name.endswith("hiddens"):
+                value = list(value)
+            elif name == "action_prior" and value is not None:
+                value = [float(v) for v in value]
+            setattr(self, name, value)
         return self
 
     @override(AlgorithmConfig)
@@ -193,6 +203,11 @@ class MADDPGConfig(AlgorithmConfig):
             ("policy_delay", 1 <= self.policy_delay <= 100, "an int in [1, 100], e.g. 2"),
             ("actor_warmup_updates", self.actor_warmup_updates >= 0, "an int >= 0"),
             ("final_layer_init", 0.0 <= self.final_layer_init <= 1.0, "a bound in [0, 1], e.g. 3e-3"),
+            (
+                "action_prior",
+                self.action_prior is None or all(-1.0 <= v <= 1.0 for v in self.action_prior),
+                "None or one value in [-1, 1] per action entry",
+            ),
             (
                 "num_learners",
                 self.num_learners <= 1,
@@ -258,6 +273,7 @@ class MADDPGConfig(AlgorithmConfig):
             "target_noise": self.target_noise,
             "target_noise_clip": self.target_noise_clip,
             "final_layer_init": self.final_layer_init,
+            "action_prior": self.action_prior,
         }
 
     def multi_agent_for(self, agents: list[str]) -> MADDPGConfig:

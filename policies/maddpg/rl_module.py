@@ -26,7 +26,9 @@ from ray.rllib.utils.typing import NetworkType
 from fabric.errors import ConfigError
 
 ACTIONS_PI = "actions_pi"  # mu_i(o_i), differentiable: the actor's loss goes through it
-ACTIONS_PI_PRE = "actions_pi_pre"  # mu_i's pre-activations (mu_i = tanh of them), for the regulariser
+ACTIONS_PI_PRE = (
+    "actions_pi_pre"  # mu_i's pre-activations minus the prior's (mu_i = tanh of them), for the L2
+)
 ACTIONS_NEXT_TARGET = "actions_next_target"  # mu'_i(o'_i): the target actor's action at the next step
 MODEL_DEFAULTS = {
     "actor_hiddens": [64, 64],
@@ -47,7 +49,12 @@ MODEL_DEFAULTS = {
     # sec. 7): the first actions are near zero, and in the placement env the zero action is a
     # sensible policy, where a default-initialised actor acts noticeably at random. 0: torch's init.
     "final_layer_init": 3e-3,
+    # A prior action (one value in [-1, 1] per action entry; None: zeros): the actor starts there
+    # (its output bias) and the learner's L2 term pulls towards it rather than towards zero, so
+    # the actor moves away from it only where the critics insist.
+    "action_prior": None,
 }
+PRIOR_ABS_MAX = 0.9  # a prior is clipped here: tanh never reaches +-1, and atanh(0.9) = 1.47 stays trainable
 REQUIRED_JOINT_KEYS = ("joint_obs_dim", "joint_action_dim", "maddpg_agents")
 
 
@@ -67,6 +74,13 @@ class MADDPGRLModule(RLModule, InferenceOnlyAPI, TargetNetworkAPI, abc.ABC):
         self.target_noise = float(config["target_noise"])
         self.target_noise_clip = float(config["target_noise_clip"])
         self.final_layer_init = float(config["final_layer_init"])
+        prior = config["action_prior"]
+        self.action_prior = [0.0] * int(self.action_space.shape[0]) if prior is None else list(prior)
+        if len(self.action_prior) != int(self.action_space.shape[0]):
+            raise ConfigError(
+                f"action_prior has {len(self.action_prior)} values; "
+                f"the action has {self.action_space.shape[0]}"
+            )
         self.obs_dim = int(self.observation_space.shape[0])
         self.action_dim = int(self.action_space.shape[0])
         self.pi = self.build_actor()

@@ -141,7 +141,8 @@ class MADDPGTorchLearner(TorchLearner, MADDPGLearner):
             a_pi = [mu_i if j == i else a[j] for j in range(len(agents))]
             policy_loss = -torch.mean(module.compute_q(x, torch.cat(a_pi, dim=-1)))
             # An L2 pull on the pre-activations keeps tanh out of saturation (the reference code's
-            # p_reg, on the logits): without it the actors collapse to constant +-1 actions.
+            # p_reg, on the logits): without it the actors collapse to constant +-1 actions. It pulls
+            # towards the action prior's pre-activations (zeros without a prior; see the module).
             policy_loss = policy_loss + config.actor_action_l2 * torch.mean(
                 fwd_out[agent][ACTIONS_PI_PRE] ** 2
             )

@@ -12,7 +12,13 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from policies.maddpg.rl_module import ACTIONS_NEXT_TARGET, ACTIONS_PI, ACTIONS_PI_PRE, MADDPGRLModule
+from policies.maddpg.rl_module import (
+    ACTIONS_NEXT_TARGET,
+    ACTIONS_PI,
+    ACTIONS_PI_PRE,
+    PRIOR_ABS_MAX,
+    MADDPGRLModule,
+)
 
 
 def mlp(sizes: list[int], out_activation: nn.Module | None) -> nn.Sequential:
@@ -36,7 +42,14 @@ class MADDPGTorchRLModule(TorchRLModule, MADDPGRLModule):
     def build_actor(self) -> nn.Module:
         # Pre-activations out; tanh is applied in the forward passes, so the learner can
         # regularise the pre-activations (a penalty on tanh's output vanishes once it saturates).
-        return self._small_output(mlp([self.obs_dim, *self.actor_hiddens, self.action_dim], None))
+        actor = self._small_output(mlp([self.obs_dim, *self.actor_hiddens, self.action_dim], None))
+        # The prior's pre-activation: the actor's output bias starts there (its weights are small).
+        prior = torch.as_tensor(self.action_prior, dtype=torch.float32).clamp(-PRIOR_ABS_MAX, PRIOR_ABS_MAX)
+        self.prior_pre = torch.atanh(prior)
+        if any(self.action_prior):
+            with torch.no_grad():
+                actor[-1].bias.copy_(self.prior_pre)
+        return actor
 
     @override(MADDPGRLModule)
     def build_critic(self) -> nn.Module:
@@ -84,7 +97,11 @@ class MADDPGTorchRLModule(TorchRLModule, MADDPGRLModule):
                 )
                 next_target = torch.clamp(next_target + noise, -1.0, 1.0)
         pre = self.pi(batch[Columns.OBS])
-        return {ACTIONS_PI: torch.tanh(pre), ACTIONS_PI_PRE: pre, ACTIONS_NEXT_TARGET: next_target}
+        return {
+            ACTIONS_PI: torch.tanh(pre),
+            ACTIONS_PI_PRE: pre - self.prior_pre.to(pre.device),
+            ACTIONS_NEXT_TARGET: next_target,
+        }
 
     @override(TargetNetworkAPI)
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
