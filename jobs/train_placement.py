@@ -75,13 +75,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def git_commit() -> str:
-    """The checked-out commit (+ "-dirty" if policies/ or this job differ from it), or "" outside git."""
+    """The checked-out commit (+ "-dirty" if the code in policies/ or this job differs), or "" outside git."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "policies", "jobs/train_placement.py"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--",
+                "policies",
+                ":!policies/checkpoints",
+                "jobs/train_placement.py",
+            ],
             capture_output=True,
             text=True,
             cwd=ROOT,
