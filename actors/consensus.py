@@ -25,7 +25,7 @@ from fabric.clock import Clock
 from fabric.consensus.api import ClientPolicy, ClientReply, Committed, NodeId, Ready, Replica, Request
 from fabric.consensus.client import Completion
 from fabric.consensus.signing import Ed25519Signer
-from fabric.errors import FabricError, LedgerRejected
+from fabric.errors import ConfigError, FabricError, LedgerRejected
 from fabric.ledger import LedgerClient, command_from_dict
 from fabric.ledger.hosting import LedgerConfig
 from fabric.ledger.replicated import LedgerStateMachine
@@ -194,7 +194,16 @@ class ReplicaHost:
 
     def local_records(self) -> tuple[int, list[dict[str, Any]]]:
         """(applied index, records) as this replica has applied them (may lag the leader)."""
-        return self.replica.status().applied, [r.to_dict() for r in self.state.ledger.records()]
+        state = getattr(self.replica, "app", None) or self.state  # ACP restores each era into a new one
+        return self.replica.status().applied, [r.to_dict() for r in state.ledger.records()]
+
+    def change_mode(self, mode: str) -> None:
+        """The link mode changed: an ACP ledger switches protocol (ConfigError for the others)."""
+        change = getattr(self.replica, "change_mode", None)
+        if change is None:
+            raise ConfigError(f"replica {self.rid}'s ledger protocol has no modes (use acp)")
+        self._handle(self.replica.tick(self._now_ms()))
+        self._handle(change(mode))
 
     def close(self) -> None:
         """Stop ticking."""

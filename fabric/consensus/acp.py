@@ -372,6 +372,11 @@ class AcpReplica:
         """The current era's replica."""
         return self._inner
 
+    @property
+    def app(self) -> StateMachine:
+        """The current era's application state (the ledger), as this replica has applied it."""
+        return self._sm.inner
+
     def _begin(self, record: EraRecord, *, fresh: bool) -> None:
         """Run `record`'s era: a replica of its protocol, on a state machine holding its snapshot."""
         self._era = record

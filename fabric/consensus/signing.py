@@ -79,6 +79,10 @@ class Ed25519Signer:
         """An Ed25519 signature (64 bytes)."""
         return self._key.sign(payload)
 
+    def as_identity(self, identity: Hashable) -> Ed25519Signer:
+        """The same key signing as `identity` (a replica's evidence or switch requests, as a client)."""
+        return Ed25519Signer(identity, self._key)
+
 
 class Ed25519KeyRing:
     """Public keys by identity, with a bounded memo of verdicts."""

@@ -3,7 +3,15 @@
 The simulator builds whole clusters from a seed (fabric.consensus.registry).
 A running fabric instead gives each node its own signing key, publishes the
 public keys, and builds only its own replica: `build_replica` does that, with
-durable storage where the protocol has it.
+durable storage where the protocol has it (Raft; the others keep their state
+in memory and a restarted replica catches up by state transfer).
+
+Every protocol of fabric.consensus runs on Ray: "raft" (the default), "pbft",
+"probft", "bullshark", "tpbft", and "acp", which follows the mode
+(fabric.consensus.acp; `NodeActor.consensus_change_mode` tells it) and switches
+protocol safely, e.g. `fabric.connect(ledger={"protocol": "acp", "options":
+{"internet": "probft"}})`. ProBFT (alone or as an ACP era) gets an RSA-FDH-VRF key
+per node, swapped in band (fabric.ledger.node_cluster.VrfKeyExchange).
 """
 
 from __future__ import annotations
@@ -13,15 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fabric.consensus.acp import AcpConfig
 from fabric.consensus.api import ClientPolicy, NodeId, Replica
-from fabric.consensus.pbft import MemoryPbftStorage, PbftConfig, PbftReplica
 from fabric.consensus.raft import FileRaftStorage, RaftConfig, RaftReplica
 from fabric.consensus.registry import get_protocol
-from fabric.consensus.signing import Ed25519KeyRing, Ed25519Signer
+from fabric.consensus.signing import Ed25519Signer
 from fabric.errors import ConfigError
+from fabric.ledger import node_cluster
+from fabric.ledger.node_cluster import NodeAcpCluster, NodeKeys, VrfKeyExchange
 from fabric.ledger.replicated import LedgerStateMachine, op_from_dict, op_to_dict
 
-LedgerProtocol = Literal["single-writer", "raft", "pbft"]
+LedgerProtocol = Literal["single-writer", "raft", "pbft", "probft", "bullshark", "tpbft", "acp"]
+LEDGER_PROTOCOLS = ("single-writer", "raft", "pbft", "probft", "bullshark", "tpbft", "acp")
+BFT_LEDGERS = ("pbft", "probft", "bullshark", "tpbft", "acp")  # at least 4 replicas (ACP: its BFT eras)
 # A consensus group on Ray: 7 replicas tolerate 3 crashes (Raft) or 2 liars (PBFT);
 # PBFT's messages grow as n^2, and every replica is an actor on this machine.
 REPLICAS_MAX = 7
@@ -31,7 +43,11 @@ CLIENTS_PER_ACTOR_MAX = 16
 # elections after 1-2 s (10 heartbeats, etcd's ratio).
 RAY_RAFT_OPTIONS = {"election_ms": 1000, "heartbeat_ms": 100}
 RAY_PBFT_OPTIONS = {"request_timeout_ms": 2000, "view_change_timeout_ms": 2000, "resend_ms": 500}
-
+RAY_BULLSHARK_OPTIONS = {"leader_timeout_ms": 2000, "resend_ms": 500}
+RAY_OPTIONS: dict[str, dict[str, Any]] = {
+    "raft": RAY_RAFT_OPTIONS, "pbft": RAY_PBFT_OPTIONS, "probft": RAY_PBFT_OPTIONS, "tpbft": RAY_PBFT_OPTIONS,
+    "bullshark": RAY_BULLSHARK_OPTIONS}
+RAY_ACP_OPTIONS = {"resend_ms": 500}
 
 @dataclass(frozen=True, kw_only=True)
 class LedgerConfig:
@@ -49,13 +65,15 @@ class LedgerConfig:
 
     def validate(self) -> LedgerConfig:
         """Return self, or raise ConfigError."""
-        if self.protocol not in ("single-writer", "raft", "pbft"):
-            raise ConfigError(f"ledger protocol {self.protocol!r}: use single-writer, raft or pbft")
+        if self.protocol not in LEDGER_PROTOCOLS:
+            raise ConfigError(f"ledger protocol {self.protocol!r}: use one of {', '.join(LEDGER_PROTOCOLS)}")
         if self.replicas is not None:
             if len(set(self.replicas)) != len(self.replicas) or not 1 <= len(self.replicas) <= REPLICAS_MAX:
                 raise ConfigError(f"ledger replicas {self.replicas}: use 1..{REPLICAS_MAX} distinct nodes")
-            if self.protocol == "pbft" and len(self.replicas) < 4:
-                raise ConfigError("pbft needs at least 4 replicas")
+            if self.protocol in BFT_LEDGERS and len(self.replicas) < 4:
+                raise ConfigError(f"{self.protocol} needs at least 4 replicas")
+        if self.protocol == "acp":
+            AcpConfig(id=0, n=4, **self.protocol_options()).validate()  # unknown or bad options fail here
         if not 1 <= self.clients_per_actor <= CLIENTS_PER_ACTOR_MAX:
             raise ConfigError(f"clients_per_actor={self.clients_per_actor}: use 1..{CLIENTS_PER_ACTOR_MAX}")
         if not 1 <= self.tick_ms <= 1000:
@@ -68,8 +86,9 @@ class LedgerConfig:
         missing = set(chosen) - set(nodes)
         if missing:
             raise ConfigError(f"ledger replicas on unknown nodes {sorted(missing)}")
-        if self.protocol == "pbft" and len(chosen) < 4:
-            raise ConfigError(f"pbft needs at least 4 replicas; the fabric has {len(chosen)} nodes")
+        if self.protocol in BFT_LEDGERS and len(chosen) < 4:
+            raise ConfigError(f"{self.protocol} needs at least 4 replicas; "
+                              f"the fabric has {len(chosen)} nodes")
         return chosen
 
     def replica_ids(self, count: int) -> tuple[NodeId, ...]:
@@ -77,9 +96,13 @@ class LedgerConfig:
         return get_protocol(self.protocol).replica_ids(count)
 
     def protocol_options(self) -> dict[str, Any]:
-        """Ray defaults, overridden by `options`."""
-        base = RAY_RAFT_OPTIONS if self.protocol == "raft" else RAY_PBFT_OPTIONS
-        return {**base, **self.options}
+        """Ray defaults, overridden by `options` (ACP: its own, and each era protocol's)."""
+        if self.protocol != "acp":
+            return {**RAY_OPTIONS.get(self.protocol, {}), **self.options}
+        given = dict(self.options)
+        overrides = given.get("protocol_options", {})
+        per_protocol = {p: {**o, **overrides.get(p, {})} for p, o in RAY_OPTIONS.items()}
+        return {**RAY_ACP_OPTIONS, **given, "protocol_options": per_protocol}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -101,12 +124,16 @@ class LedgerConfig:
 
 def client_policy(config: LedgerConfig, replica_ids: tuple[NodeId, ...]) -> ClientPolicy:
     """How clients talk to this ledger's replicas (what the protocol's cluster builder says)."""
-    if config.protocol == "raft":
-        return ClientPolicy(replicas=replica_ids, replies_needed=1, broadcast_on_retry=False,
-                            sign_requests=False)
-    f = (len(replica_ids) - 1) // 3
-    return ClientPolicy(replicas=replica_ids, replies_needed=f + 1, broadcast_on_retry=True,
-                        sign_requests=True)
+    return node_cluster.client_policy(config.protocol, replica_ids, config.protocol_options())
+
+
+def uses_vrf(config: LedgerConfig) -> bool:
+    """Does this ledger run ProBFT (alone or as an ACP era), so each node needs a VRF key?"""
+    if config.protocol == "probft":
+        return True
+    if config.protocol != "acp":
+        return False
+    return "probft" in AcpConfig(id=0, n=4, **config.protocol_options()).protocols
 
 
 def build_replica(config: LedgerConfig, *, rid: NodeId, replica_ids: tuple[NodeId, ...],
@@ -114,7 +141,7 @@ def build_replica(config: LedgerConfig, *, rid: NodeId, replica_ids: tuple[NodeI
                   replica_keys: dict[NodeId, bytes], client_keys: dict[str, bytes],
                   storage_dir: Path, now_ms: int, seed: int) -> tuple[Replica, Any]:
     """This node's replica and its storage (a restart if the storage holds state)."""
-    rng = random.Random(f"{seed}:{rid}")  # election jitter only; keys are real
+    rng = random.Random(f"{seed}:{rid}")  # timer jitter only; keys are real
     opts = config.protocol_options()
     if config.protocol == "raft":
         storage = FileRaftStorage(storage_dir / f"raft-{rid}", op_to_dict=op_to_dict,
@@ -122,12 +149,25 @@ def build_replica(config: LedgerConfig, *, rid: NodeId, replica_ids: tuple[NodeI
         cfg = RaftConfig(id=rid, voters=replica_ids, **opts)
         return RaftReplica(cfg, state_machine=state_machine, rng=rng, durable=storage.load(),
                            now_ms=now_ms), storage
-    if config.protocol == "pbft":
-        # PBFT state is in memory only (no file-backed PBFT storage yet): a restarted
-        # replica rejoins empty and catches up by state transfer at a checkpoint.
-        storage = MemoryPbftStorage()
-        cfg = PbftConfig(id=rid, n=len(replica_ids), **opts)
-        return PbftReplica(cfg, state_machine=state_machine, rng=rng, signer=signer,
-                           verifier=Ed25519KeyRing(dict(replica_keys)),
-                           client_verifier=Ed25519KeyRing(dict(client_keys)), now_ms=now_ms), storage
-    raise ConfigError(f"no replicas for ledger protocol {config.protocol!r}")
+    if config.protocol not in BFT_LEDGERS:
+        raise ConfigError(f"no replicas for ledger protocol {config.protocol!r}")
+    fields: dict[str, Any] = {"rid": rid, "replica_ids": replica_ids, "signer": signer,
+                              "replica_keys": dict(replica_keys), "client_keys": dict(client_keys)}
+    keys = NodeKeys.with_vrf(**fields) if uses_vrf(config) else NodeKeys(**fields)
+    # In memory (no file-backed BFT storage yet): a restarted replica rejoins empty and catches
+    # up by state transfer at a checkpoint (ACP: from the era start its peers vouch for).
+    replica: Replica
+    if config.protocol == "acp":
+        # Each era restores its start into a fresh ledger (ReplicaHost reads the current one
+        # from the replica's `app`).
+        cluster = NodeAcpCluster(keys, AcpConfig(id=rid, n=len(replica_ids), **opts), LedgerStateMachine)
+        storage: Any = cluster.new_storage(rid)
+        replica = cluster.new_replica(storage, now_ms=now_ms, rng=rng)
+    else:
+        storage = node_cluster.new_storage(config.protocol)
+        replica = node_cluster.node_replica(config.protocol, keys, me=rid, ids=replica_ids,
+                                            state_machine=state_machine, storage=storage, options=opts,
+                                            now_ms=now_ms, rng=rng)
+    if keys.vrf is not None:
+        replica = VrfKeyExchange(replica, keys, now_ms=now_ms)
+    return replica, storage

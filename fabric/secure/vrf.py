@@ -337,6 +337,23 @@ class VrfKeyRing:
         self._cache: OrderedDict[tuple[object, bytes, bytes], bytes | None] = OrderedDict()
         self._cache_max = cache_max
 
+    def add(self, identity: object, key: VrfPublicKey) -> bool:
+        """Learn (or replace) `identity`'s key; True if it is new to the ring. Verdicts under an
+        older key are forgotten."""
+        if type(key) is not VrfPublicKey:
+            raise SecureUsageError("a VRF key ring holds VrfPublicKeys")
+        old = self._keys.get(identity)
+        if old == key:
+            return False
+        self._keys[identity] = key
+        if old is not None:
+            self._cache = OrderedDict((m, v) for m, v in self._cache.items() if m[0] != identity)
+        return True
+
+    def knows(self, identity: object) -> bool:
+        """Does the ring hold a key for `identity`?"""
+        return identity in self._keys
+
     def verify(self, identity: object, alpha: bytes, pi: bytes) -> bytes | None:
         """beta if `pi` is `identity`'s proof for `alpha`; None otherwise (unknown identity included)."""
         key = self._keys.get(identity)
