@@ -481,6 +481,14 @@ class NodeActor:
         if self._replica is not None and isinstance(requests, list):
             self._replica.request(requests)
 
+    def consensus_change_mode(self, mode: str) -> dict[str, Any] | None:
+        """The link mode changed: an ACP ledger switches protocol (ConfigError for the others).
+        This node's replica status after proposing the switch, or None if it hosts no replica."""
+        if self._replica is None:
+            return None
+        self._replica.change_mode(mode)
+        return self._replica.status()
+
     def consensus_reply(self, sender: int, replies: list[ClientReply]) -> None:
         """Replies to this node's ledger clients."""
         if self._ledger_service is not None and isinstance(replies, list):
