@@ -123,6 +123,26 @@ def test_garbage_collection_drops_old_rounds_and_a_restart_rebuilds_the_dag() ->
     assert again._sm.digest() == v0._sm.digest()
 
 
+def test_a_restart_after_gc_without_a_stable_checkpoint_replays_to_the_same_positions() -> None:
+    """Storage keeps every round above the stable checkpoint's GC floor, whatever memory dropped:
+    with no checkpoint stable yet, a restarted validator replays the DAG from round 1 and reaches
+    the same positions and state (it once re-ordered what storage kept from position 0)."""
+    cl, storages, vals = cluster(gc_depth=4, checkpoint_anchors=10_000)
+    client = ConsensusClient("c", cl.client_policy, signer=cl.client_signer("c"))
+    queue: list = []
+    for k in range(8):
+        out = client.submit(RegisterVm(vm=f"v{k}", node="dc1"), 0)
+        for to, req in out.sends:
+            queue.extend(vals[to].propose(req).messages)
+        pump(vals, storages, queue)
+        client.abandon(0)
+    v0 = vals[0]
+    assert v0.gc_round > 0 and v0._stable is None
+    assert min(c.round for c in storages[0].load().certs) == 1  # nothing dropped from storage
+    again = cl.new_replica(0, storages[0], now_ms=0, rng=random.Random(0))
+    assert again.position == v0.position > 0 and again._sm.digest() == v0._sm.digest()
+
+
 @pytest.mark.parametrize("behaviour", ["equivocate", "forge", "silent", "wrong-digest", "collude"])
 def test_up_to_f_byzantine_validators_never_split_the_honest_ones(behaviour: str) -> None:
     cfg = RunConfig(protocol="bullshark", n=7, ops_per_client=3)

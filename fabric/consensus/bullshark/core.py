@@ -245,6 +245,7 @@ class BullsharkReplica:
         self._seen_requests: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._resend_deadline: int | None = None
         self._resend_round = 0  # our round at the last resend: repair only what stopped moving
+        self._persisted_gc = 0  # rounds at or below this were dropped from storage (_prune_storage)
         # Checkpoints: position -> src -> Checkpoint; ours: position -> (digest, snapshot).
         self._checkpoints: dict[int, dict[NodeId, Checkpoint]] = {}
         self._own_checkpoints: dict[int, tuple[bytes, Any]] = {}
@@ -742,9 +743,25 @@ class BullsharkReplica:
         self._waiting = OrderedDict((d, v) for d, v in self._waiting.items() if item_round(v[0]) > gc)
         self._missing = {p: src for item, src in self._waiting.values() for p in item_parents(item)
                          if p not in self._by_digest}
-        self._rec_gc = gc
+        self._prune_storage()
         if self.round <= gc:
             self.round = gc + 1
+
+    def _prune_storage(self) -> None:
+        """Let storage drop rounds the memory dropped, but never those a restart replays.
+
+        A restarted validator installs its stable checkpoint (or starts from round 1 if it
+        has none) and re-orders the DAG above it from storage, so storage keeps every round
+        above the stable anchor's own GC floor; dropping more would make a restart order the
+        rest of the DAG from position 0 on a fresh ledger.
+        """
+        stable_floor = 0
+        if self._stable is not None:
+            stable_floor = max(0, int(self._stable[3]["anchor_round"]) - self.config.gc_depth)
+        floor = min(self.gc_round, stable_floor)
+        if floor > self._persisted_gc:
+            self._persisted_gc = floor
+            self._rec_gc = floor
 
     # -- checkpoints and state transfer -------------------------------------------------
 
@@ -806,6 +823,7 @@ class BullsharkReplica:
                 self._stable = (seq, d, proof, own[1])
                 self._rec_stable = self._stable
                 self._count("checkpoints_stable")
+                self._prune_storage()
             elif seq > self.position:
                 self._fetch_target = max(seq, self._fetch_target or 0)
                 if self._fetch_deadline is None:
@@ -851,6 +869,7 @@ class BullsharkReplica:
         self._install(snap)
         self._stable = (m.seq, d, m.proof, snap)
         self._rec_stable = self._stable
+        self._prune_storage()
         self._fetch_deadline = None
         if self._fetch_target is not None and self._fetch_target <= self.position:
             self._fetch_target = None
