@@ -40,6 +40,12 @@ TINY_HYPER = {  # the training job's settings, scaled to a run of a minute
 }
 TRAIN_ITERATIONS = 150  # 2,400 env steps, 1,200 updates
 MARGIN = 0.10  # MADDPG's mean objective must be at least 10% below random's on the same episodes
+# Measured on the held-out episodes below (fixed seed): random 4.25, the zero action 2.96. The actors
+# start near the zero action (DDPG's small output layer); after this short training they are no
+# better than that start beyond noise (nor, in longer runs, on the full env: policies/README.md).
+# So the margin over random is where training starts and stays, not something it learnt; the test
+# holds the pipeline to it: a short run must not wander off (a learning rate of 3e-4 did, to 5.1).
+START_DRIFT_MAX = 0.10  # the trained objective may exceed the start's by at most 10% (paired mean)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +75,36 @@ def tiny_config(tiny: PlacementEnvConfig, **overrides) -> MADDPGConfig:
     return maddpg_config(tiny, settings)
 
 
+def held_out(tiny: PlacementEnvConfig) -> tuple[EvaluationPlan, PlacementEnv]:
+    """Held-out windows (the dev split) and seeds: the same episodes for every policy compared."""
+    data = load_split(tiny.sources, "dev")
+    windows = tiled_windows(data, window_steps=tiny.window_steps, warmup_steps=tiny.warmup_steps, count_max=8)
+    plan = EvaluationPlan(split="dev", seeds=tuple(range(100, 106)), window_starts=windows)
+    return plan, PlacementEnv(PlacementEnvConfig.from_dict({**tiny.to_dict(), "split": "dev"}))
+
+
+class ActorsOf:
+    """The algorithm's deterministic actors as an evaluation policy."""
+
+    name = "maddpg"
+
+    def __init__(self, algo, agents) -> None:
+        self.actors = {a: algo.get_module(a) for a in agents}
+
+    def act(self, obs):
+        return {a: v[0].numpy() for a, v in actions_of(self.actors, obs).items()}
+
+
 @pytest.fixture(scope="module")
 def trained(ray_session, tiny: PlacementEnvConfig):
-    """MADDPG trained briefly on the tiny env (shared by the learning and checkpoint tests)."""
+    """MADDPG trained briefly on the tiny env (shared by the learning and checkpoint tests), and its
+    untrained start's results on the held-out episodes."""
     algo = tiny_config(tiny).build_algo()
+    plan, env = held_out(tiny)
+    untrained = evaluate(ActorsOf(algo, env.agents), tiny, plan, env=env)
     for _ in range(TRAIN_ITERATIONS):
         result = algo.train()
-    yield algo, result
+    yield algo, result, untrained
     algo.stop()
 
 
@@ -104,7 +133,7 @@ def test_config_validation_says_how_to_fix(tiny: PlacementEnvConfig) -> None:
 
 
 def test_the_critic_sees_every_agents_observation_and_action(trained) -> None:
-    algo, _ = trained
+    algo, _, _ = trained
     learner = algo.learner_group._learner
     batch = learner._convert_batch_type(algo.replay.sample(64)).policy_batches
     agents = learner.module["a"].unwrapped().agents
@@ -177,7 +206,8 @@ def test_replay_rows_are_joint_and_misaligned_batches_are_refused(
 
 
 def test_short_training_clearly_beats_random_actions(trained, tiny: PlacementEnvConfig) -> None:
-    algo, result = trained
+    """The trained actors beat random on held-out episodes by a margin (see START_DRIFT_MAX's note)."""
+    algo, result, untrained = trained
     assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= TRAIN_ITERATIONS * 16
     timers = result["timers"]
     for phase in (
@@ -188,33 +218,23 @@ def test_short_training_clearly_beats_random_actions(trained, tiny: PlacementEnv
         "synch_weights",
     ):
         assert phase in timers, phase
-    # Held-out windows (the dev split), the same episodes for both policies.
-    data = load_split(tiny.sources, "dev")
-    windows = tiled_windows(data, window_steps=tiny.window_steps, warmup_steps=tiny.warmup_steps, count_max=8)
-    plan = EvaluationPlan(split="dev", seeds=tuple(range(100, 106)), window_starts=windows)
-    env = PlacementEnv(PlacementEnvConfig.from_dict({**tiny.to_dict(), "split": "dev"}))
-    actors = {a: algo.get_module(a) for a in env.agents}
-
-    class Trained:
-        name = "maddpg"
-
-        def act(self, obs):
-            return {a: v[0].numpy() for a, v in actions_of(actors, obs).items()}
-
-    learned = evaluate(Trained(), tiny, plan, env=env)
+    plan, env = held_out(tiny)
+    learned = evaluate(ActorsOf(algo, env.agents), tiny, plan, env=env)
     random = evaluate(RandomPolicy(env.layout, tuple(env.agents), seed=0), tiny, plan, env=env)
     learned_mean = summarise(learned)["objective"]["mean"]
     random_mean = summarise(random)["objective"]["mean"]
-    assert learned_mean <= (1.0 - MARGIN) * random_mean, (learned_mean, random_mean)
+    start_mean = summarise(untrained)["objective"]["mean"]
+    assert learned_mean <= (1.0 - MARGIN) * random_mean, (learned_mean, random_mean, start_mean)
     # Paired over the 48 episodes (each a different window or shard): better beyond the 95% interval.
     gain, ci = mean_ci([a.objective - b.objective for a, b in zip(learned, random, strict=True)])
-    assert gain + ci < 0, (gain, ci)
+    assert gain + ci < 0, (gain, ci, learned_mean, random_mean, start_mean)
+    assert learned_mean <= (1.0 + START_DRIFT_MAX) * start_mean, (learned_mean, start_mean)
 
 
 def test_checkpoint_save_and_restore_reproduce_actions_exactly(
     trained, tiny: PlacementEnvConfig, tmp_path
 ) -> None:
-    algo, _ = trained
+    algo, _, _ = trained
     obs = fixed_obs(tiny)
     before = actions_of({a: algo.get_module(a) for a in obs}, obs)
     algo.save_to_path(tmp_path / "algo")
