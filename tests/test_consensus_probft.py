@@ -182,3 +182,20 @@ def test_a_replica_the_samples_missed_fetches_decisions_instead_of_changing_the_
     assert c.get("decisions_fetched", 0) > 0 and c.get("decisions_adopted", 0) > 0
     assert c.get("view_changes_started", 0) == 0 and "ProViewChange" not in r.messages_by_type
     assert r.messages < 0.4 * pbft.messages, (r.messages, pbft.messages)
+
+
+def test_a_restarted_replica_takes_back_its_own_decisions_and_checkpoints_from_peers() -> None:
+    """Proofs name their author, not their sender: relayed back to their author, they count."""
+    from fabric.sim import Simulation
+
+    sim = Simulation(RunConfig(protocol="probft", clients=1, ops_per_client=6, think_ms_max=0), 1, Faults())
+    assert sim.run().ok
+    r3 = sim.replicas[3]
+    assert r3.last_exec > r3.low >= 4 and r3._proofs and r3._stable_proof
+    fresh = sim.cluster.new_replica(3, sim.cluster.new_storage(3), now_ms=sim.now, rng=random.Random(3))
+    for cp in r3._stable_proof:  # the stable proof holds our own Checkpoint: 2f+1 only with it
+        fresh.step(cp)
+    assert fresh.low == r3.low and fresh.counters.get("own_proofs_relayed", 0) >= 1
+    for seq in sorted(r3._proofs):
+        fresh.step(r3._proofs[seq])
+    assert fresh.counters.get("decisions_adopted", 0) > 0

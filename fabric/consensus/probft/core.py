@@ -200,7 +200,22 @@ class ProbftReplica(PbftReplica):
 
     def step(self, msg: Any) -> Ready:
         """Take a peer's message (nothing once halted)."""
-        return self._ready() if self._halted else super().step(msg)
+        if self._halted:
+            return self._ready()
+        if type(msg) in (Decision, Checkpoint) and msg.src == self._id:
+            # Proofs name their author, not their sender: peers relay our Decisions (which
+            # they adopted) and our Checkpoint (in a stable proof) back to us, and after a
+            # restart that is how we get our own history again. A Checkpoint is still checked
+            # against our signature, a Decision vote by vote.
+            try:
+                msg.check()
+            except MalformedMessageError:
+                self._count("dropped_malformed")
+                return self._ready()
+            self._count("own_proofs_relayed")
+            self._HANDLERS[type(msg)](self, msg)
+            return self._ready()
+        return super().step(msg)
 
     def tick(self, now_ms: int) -> Ready:
         """Let time pass (nothing fires once halted)."""
