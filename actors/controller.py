@@ -63,6 +63,7 @@ MIGRATIONS_CONCURRENT_MAX = 8
 MIGRATIONS_PER_LINK_MAX = 4
 VMS_MAX = 10_000
 NODE_CALL_S_MAX = 10.0  # a node that does not describe itself in this time reads as unreachable
+PLACEMENT_VIEW_S_MAX = 2.0  # ... for a placement's view of nodes that are not candidates
 DC_RESOURCE_PER_ACTOR = 0.001  # a token amount: pins the actor, never limits how many fit
 MIB = 1 << 20
 
@@ -225,13 +226,17 @@ class FabricController:
 
     # -- VMs -----------------------------------------------------------------------
 
-    async def _describe_nodes(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """Every (or the named) node's self-description; a dead node reads as unreachable."""
+    async def _describe_nodes(self, names: list[str] | None = None,
+                              wait_s: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """Every (or the named) node's self-description; a dead node reads as unreachable.
+        `wait_s` shortens the wait for some nodes (default NODE_CALL_S_MAX each)."""
         names = names if names is not None else list(self._nodes)
+        wait_s = wait_s or {}
 
         async def one(name: str) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(self._nodes[name].describe.remote(), NODE_CALL_S_MAX)
+                return await asyncio.wait_for(self._nodes[name].describe.remote(),
+                                              wait_s.get(name, NODE_CALL_S_MAX))
             except Exception as e:
                 spec = self.topology.node(name)
                 return {"name": name, "dc": spec.dc, "memory_mib_max": spec.memory_mib_max,
@@ -262,7 +267,11 @@ class FabricController:
     async def _choose_node(self, decision: str, vm: str, memory_mib: float, pool: list[NodeSpec],
                            origin_dc: str) -> str:
         """The node of `pool` for `vm` (see PlacementClient); the decision is counted with its policy."""
-        nodes = await self._describe_nodes(None if len(pool) > 1 else [pool[0].name])
+        # The service sees every node, but a slow node outside the pool only drops out of its view.
+        names = {n.name for n in pool}
+        nodes = await self._describe_nodes(
+            None if len(pool) > 1 else [pool[0].name],
+            wait_s={n: PLACEMENT_VIEW_S_MAX for n in self._nodes if n not in names})
         node, policy = await self._placement.choose(vm, memory_mib, [(n.name, n.dc) for n in pool], nodes,
                                                     dc_order=self.topology.dcs, origin_dc=origin_dc)
         self._placement_metrics.decided(decision, dc=self.topology.node(node).dc, node=node, policy=policy)
