@@ -198,5 +198,5 @@ def check(samples: list, migrated: dict) -> None:
     # Placement: both VMs created on us-east-1, then one target in each destination data center
     assert value(samples, "ray_novacron_placement_decisions_total", decision="create", **src) == 2
     assert value(samples, "ray_novacron_placement_decisions_total", decision="migrate", dc="eu-west",
-                 node=done.destination, policy="maddpg") == 1
+                 node=done.destination, policy="best-fit+migrate") == 1
     assert value(samples, "ray_novacron_placement_decisions_total", decision="migrate", dc="us-west") == 1
