@@ -170,8 +170,9 @@ def test_probft_survives_seeded_runs_and_fencing_always_holds() -> None:
 
 
 def test_a_replica_the_samples_missed_fetches_decisions_instead_of_changing_the_view() -> None:
-    """n = 49, no faults: some replicas miss q votes by chance; they ask s peers for the Decision, so
-    no view change happens and a decision costs about a third of PBFT's messages (n + 2ns)."""
+    """n = 49, no faults: some replicas miss q votes by chance; they ask s peers for the Decision (once
+    a later instance decided here, or at the request timeout), so no view change happens and a
+    decision costs about a third of PBFT's messages (n + 2ns)."""
     cfg = RunConfig(protocol="probft", n=49, clients=1, ops_per_client=4, sim_options=False,
                     options={"batch_max": 1})
     r = run(cfg, 2)
@@ -179,7 +180,8 @@ def test_a_replica_the_samples_missed_fetches_decisions_instead_of_changing_the_
                          options={"batch_max": 1}), 2)
     assert r.ok and pbft.ok and r.decisions == pbft.decisions == 4
     c = r.replica_counters
-    assert c.get("decisions_fetched", 0) > 0 and c.get("decisions_adopted", 0) > 0
+    fetched = c.get("decisions_fetched", 0) + c.get("decisions_fetched_early", 0)  # at the timeout or
+    assert fetched > 0 and c.get("decisions_adopted", 0) > 0  # as soon as a later instance decided
     assert c.get("view_changes_started", 0) == 0 and "ProViewChange" not in r.messages_by_type
     assert r.messages < 0.4 * pbft.messages, (r.messages, pbft.messages)
 

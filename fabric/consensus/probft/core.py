@@ -188,6 +188,7 @@ class ProbftReplica(PbftReplica):
         self._pushed_ms: dict[NodeId, int] = {}
         # (view, seq) we last asked peers for Decisions about before giving up on the view.
         self._fetch_tried: tuple[int, int] | None = None
+        self._early_fetched = 0  # the sequence number we last fetched early (see _execute)
         super().__init__(config, state_machine=self._history_sm, rng=rng, signer=signer, verifier=verifier,
                          client_verifier=client_verifier, durable=durable, now_ms=now_ms)
 
@@ -400,14 +401,30 @@ class ProbftReplica(PbftReplica):
                    for s, slot in self._slots.items()):
             return False  # no proposal in this view: the primary may be at fault, change it
         self._fetch_tried = (self.view, seq)
+        self._send_fetch(seq)
+        self._request_deadline = self._now + self.config.request_timeout_ms
+        self._count("decisions_fetched")
+        return True
+
+    def _send_fetch(self, seq: int) -> None:
         peers = [r for r in range(self._n) if r != self._id]
         ask = self._rng.sample(peers, min(len(peers), self.config.sample))
         m = self._sign(FetchDecisions(src=self._id, seq=seq))
         for r in sorted(ask):
             self._out.send(r, m)
-        self._request_deadline = self._now + self.config.request_timeout_ms
-        self._count("decisions_fetched")
-        return True
+
+    def _execute(self) -> None:
+        """PBFT's in-order execution; then, if a later instance decided here while the next one did
+        not, the votes for the next one missed us: fetch its Decision now, not at the timeout."""
+        super()._execute()
+        seq = self.last_exec + 1
+        if self._early_fetched == seq or self._halted:
+            return
+        if any(s > seq and slot.committed for s, slot in self._slots.items()) or \
+                any(s > seq for s in self._decided):
+            self._early_fetched = seq
+            self._send_fetch(seq)
+            self._count("decisions_fetched_early")
 
     def _on_fetch_decisions(self, m: FetchDecisions) -> None:
         if not m.verify(self._verifier):
