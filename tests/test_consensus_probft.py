@@ -1,6 +1,6 @@
 """ProBFT: VRF-chosen samples, probabilistic quorums, halting on contradiction, and fencing that always holds.
 
-The CI campaign runs 600 seeded runs at n = 4 with random faults inside the
+The CI campaign runs 700 seeded runs at n = 4 with random faults inside the
 Byzantine model (colluding replicas included); 2% of them sign with Ed25519 and
 prove the VRF with RSA-FDH-VRF (RFC 9381), the rest use the simulator's HMAC
 stand-ins. At n = 4 ProBFT's samples are everyone and q = 3 = 2f+1, so it must
@@ -34,7 +34,7 @@ from fabric.sim.measure import probft_agreement
 
 # CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
 # budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
-CI_SEEDS = 600
+CI_SEEDS = 700
 
 
 def test_config_exposes_l_and_o_and_derives_sample_and_quorum() -> None:

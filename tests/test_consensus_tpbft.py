@@ -1,6 +1,6 @@
 """T-PBFT: EigenTrust from the committed log, a trusted consensus group, epochs, and PBFT's safety kept.
 
-The CI campaign runs 600 seeded runs of 4 replicas (the group is all of them, so
+The CI campaign runs 700 seeded runs of 4 replicas (the group is all of them, so
 f = 1 anywhere) with short epochs, so group and primaries change within runs,
 Byzantine replicas (colluding ones included), crashes and partitions; zero
 violations are required.
@@ -35,7 +35,7 @@ from fabric.sim import Byzantine, CampaignConfig, Crash, Faults, RunConfig, run,
 
 # CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
 # budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
-CI_SEEDS = 600
+CI_SEEDS = 700
 
 
 def float_eigentrust(local: list[list[int]], pre: list[int], a: float, iterations: int) -> list[float]:
