@@ -29,7 +29,7 @@ def test_public_names_are_importable_and_errors_form_one_hierarchy() -> None:
     for name in secure.__all__:
         assert getattr(secure, name) is not None, name
     errors = [getattr(secure, n) for n in secure.__all__ if n.endswith("Error")]
-    assert len(errors) == 11
+    assert len(errors) == 12  # the channel's 11 and the VRF's VrfProofError
     assert all(issubclass(e, SecureChannelError) and issubclass(e, FabricError) for e in errors)
     refused = [e for e in errors if issubclass(e, FrameRejectedError)]
     assert len(refused) == 6 and all(issubclass(e, MalformedBatchError) for e in refused)
