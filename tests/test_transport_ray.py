@@ -24,9 +24,10 @@ NOISE = ContentMix(zero=0.0, text=0.0, structured=0.0, code=0.0, random=1.0)
 
 @pytest.fixture(scope="module")
 def fab():
-    """An embedded fabric with one incompressible 256 MiB guest (~5.4 s at 400 Mbit/s)."""
+    """An embedded fabric with one incompressible 384 MiB guest (~8 s at 400 Mbit/s: the round's fixed
+    start and end, about an RTT and a batch each, stay a few percent of it)."""
     h = fabric.connect(num_cpus=2, include_dashboard=False, fleet=[])
-    h.create_vm("noise-1", SyntheticSpec(memory_mib=256, dirty_rate_mbps=1, hot_set_mib=8, mix=NOISE,
+    h.create_vm("noise-1", SyntheticSpec(memory_mib=384, dirty_rate_mbps=1, hot_set_mib=8, mix=NOISE,
                                          seed=31), where="us-east-1")
     yield h
     ray.shutdown()
