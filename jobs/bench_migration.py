@@ -79,8 +79,9 @@ def run_guest(handle: Any, label: str, workload: dict[str, Any], repeat: int,
     try:
         time.sleep(warmup_s)
         copy_mbps = numpy_copy_mbps(handle, vm, "us-east-1")
-        for i in range(repeat):
-            to = "us-east-2" if i % 2 == 0 else "us-east-1"
+        for _ in range(repeat):
+            where = next(v["node"] for v in handle.list_vms() if v["vm"] == vm)
+            to = "us-east-2" if where == "us-east-1" else "us-east-1"  # an aborted one stayed put
             runs.append(handle.migrate(vm, to, config=config).to_dict())
             time.sleep(warmup_s)
     finally:
