@@ -91,7 +91,12 @@ def run_one(protocol: str, n: int, batching: bool, ops: int) -> dict[str, Any]:
         ray.get([node.ledger_load.remote(5, 1, "warmup") for node in loaders])  # a leader, warm caches
         per = max(1, ops // len(loaders))
         t0 = time.monotonic()
-        results = ray.get([node.ledger_load.remote(per, CONCURRENCY, "bench") for node in loaders])
+        try:
+            results = ray.get([node.ledger_load.remote(per, CONCURRENCY, "bench") for node in loaders])
+        except Exception as e:  # an operation timed out (LedgerUnavailable): a row, not a crash
+            return {"protocol": protocol, "replicas": n, "batching": batching, "ops": 0, "ops_per_s": 0.0,
+                    "p50_ms": None, "p99_ms": None, "concurrency": CONCURRENCY * len(loaders),
+                    "options": options, "error": str(e).splitlines()[-1][:300]}
         wall = time.monotonic() - t0
         lat = sorted(x for r in results for x in r["latencies_ms"])
         return {"protocol": protocol, "replicas": n, "batching": batching, "ops": len(lat),
@@ -127,7 +132,10 @@ def table_text(out: dict[str, Any]) -> str:
 
     rows = [[r["protocol"], r["replicas"], "on" if r["batching"] else "off", r["ops"], r["ops_per_s"],
              r["p50_ms"], r["p99_ms"]] for r in out["rows"]]
-    return (table(rows, ["protocol", "n", "batching", "ops", "ops/s", "p50 ms", "p99 ms"])
+    errors = "".join(f"\n  {r['protocol']} n={r['replicas']} batching "
+                     f"{'on' if r['batching'] else 'off'}: {r['error']}"
+                     for r in out["rows"] if r.get("error"))
+    return (table(rows, ["protocol", "n", "batching", "ops", "ops/s", "p50 ms", "p99 ms"]) + errors
             + f"\n\nyardsticks: a bare Ray actor round trip here {out['ray_round_trip_ms_p50']:.2f} ms "
               f"(p50); PySyncObj publishes {PYSYNCOBJ_OPS_PER_S:,} ops/s for a Python Raft on 3 nodes")
 
