@@ -17,6 +17,7 @@ milliseconds. With --campaign-seeds the job also runs that many seeded fault
 campaigns per protocol (jobs/simulate.py's), far more than CI does.
 
     python jobs/bench_consensus.py --wan                        # the internet-mode protocols over a WAN
+    python jobs/bench_consensus.py --ray [OPTIONS]              # on Ray: jobs/bench_consensus_ray.py
 
 --wan runs PBFT, ProBFT, Bullshark and T-PBFT (--protocols to change) at
 n = 4, 10, 20, 50 (--n) over WAN-like delays: every pair of sites (replicas
@@ -80,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of every point")
     p.add_argument("--batch-max", type=int, default=1,
                    help="PBFT requests per PrePrepare (1: one decision per agreement, the textbook count)")
+    p.add_argument("--ray", action="store_true",
+                   help="as the first argument: the ledger on Ray instead (jobs/bench_consensus_ray.py, "
+                        "whose options follow)")
     p.add_argument("--wan", action="store_true",
                    help="the internet-mode protocols over WAN delays, unloaded and loaded (see above)")
     p.add_argument("--wan-clients", type=int, default=256, help="--wan: clients of the loaded run")
@@ -224,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     from fabric.sim import CampaignConfig, RunConfig, run_campaign
 
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["--ray"]:  # the on-Ray part lives in its own job: it boots fabrics
+        from jobs.bench_consensus_ray import main as main_ray
+
+        return main_ray(raw[1:])
     args = parser().parse_args(raw)
     args.protocols_given = "--protocols" in raw
     args.n_given = "--n" in raw
