@@ -137,9 +137,10 @@ class FabricHandle:
         return _get(self._controller.restart_node.remote(name))
 
     def link_fault(self, dc_a: str, dc_b: str, *, down_s: float = 0.0,
-                   bandwidth_bps: float | None = None) -> int:
-        """Partition (for `down_s`) or slow the emulated links between two data centers."""
-        return _get(self._controller.link_fault.remote(dc_a, dc_b, down_s, bandwidth_bps))
+                   bandwidth_bps: float | None = None, rtt_s: float | None = None) -> int:
+        """Partition (for `down_s`), slow (to `bandwidth_bps`) or re-route (to `rtt_s`) the emulated
+        links between two data centers."""
+        return _get(self._controller.link_fault.remote(dc_a, dc_b, down_s, bandwidth_bps, rtt_s))
 
     def forget_vm(self, name: str) -> None:
         """Remove from the ledger a VM that died with its host."""

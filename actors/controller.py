@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.consensus import LedgerHandle, LedgerService, ReplicatedHandle, SingleWriterHandle
 from actors.ledger import LedgerActor
+from actors.link_watch import LedgerLinkWatch
 from actors.metrics import PlacementMetrics
 from actors.names import CONTROLLER, LEDGER, NAMESPACE, PLACEMENT, node_actor
 from actors.node import NodeActor, describe_error
@@ -88,6 +89,7 @@ class FabricController:
         self._ledger_config = LedgerConfig.from_dict(ledger)
         self._ledger: LedgerHandle | None = None
         self._ledger_service: LedgerService | None = None
+        self._link_watch: LedgerLinkWatch | None = None  # ACP following the links
         self._consensus_key = Ed25519PrivateKey.generate()
         # Ray restarts a dead controller; each life's ledger clients get their own ids.
         self._client_prefix = f"{CONTROLLER}@{secrets.token_hex(4)}"
@@ -159,6 +161,8 @@ class FabricController:
         if cfg.protocol != "single-writer":
             names = cfg.replica_nodes([spec.name for spec in self.topology.nodes])
             replicas = {str(rid): name for rid, name in zip(cfg.replica_ids(len(names)), names, strict=True)}
+        if cfg.follows_links and self._link_watch is None:
+            cfg = await self._watch_ledger_links(cfg, list(replicas.values()))
         seed = secrets.randbits(32)  # election jitter only
         await asyncio.gather(*(n.start_ledger.remote(cfg.to_dict(), replicas, consensus_keys, seed)
                                for n in self._nodes.values()))
@@ -169,6 +173,26 @@ class FabricController:
                 policy=client_policy(cfg, tuple(sorted(replica_actors))),
                 replica_actors=replica_actors, key=self._consensus_key, clock=WallClock())
             self._ledger = ReplicatedHandle(self._ledger_service, cfg, replica_actors)
+        if self._link_watch is not None:
+            self._link_watch.start()
+
+    async def _watch_ledger_links(self, cfg: LedgerConfig, replicas: list[str]) -> LedgerConfig:
+        """Measure the ledger's links once; an ACP ledger starts in their mode (unless configured)."""
+        self._link_watch = LedgerLinkWatch([(n, self.topology.node(n).dc) for n in replicas],
+                                           self._node, probe_s=cfg.link_probe_s)
+        mode = await self._link_watch.probe_all()
+        if mode is not None and await self._ledger_running():
+            await self._link_watch.tell_replicas(mode)  # a restarted controller: the ledger runs on
+        elif mode is not None and "initial_mode" not in cfg.options:
+            cfg = replace(cfg, options={**cfg.options, "initial_mode": mode.value})
+            self._ledger_config = cfg
+        return cfg
+
+    async def _ledger_running(self) -> bool:
+        """Does some node already host a running replica (this controller is a restarted one)?"""
+        states = await asyncio.gather(*(n.consensus_status.remote() for n in self._nodes.values()),
+                                      return_exceptions=True)
+        return any(isinstance(s, dict) for s in states)
 
     def consensus_reply(self, sender: int, replies: list[Any]) -> None:
         """Replies to the controller's ledger clients."""
@@ -202,13 +226,15 @@ class FabricController:
             return False
 
     async def link_fault(self, dc_a: str, dc_b: str, down_s: float = 0.0,
-                         bandwidth_bps: float | None = None) -> int:
-        """Partition or slow the emulated links between two data centers, both ways; links changed."""
+                         bandwidth_bps: float | None = None, rtt_s: float | None = None) -> int:
+        """Partition, slow or re-route the emulated links between two data centers, both ways;
+        links changed."""
         await self._ensure_booted()
         pairs = ([(n, dc_b) for n in self.topology.nodes_in(dc_a)]
                  + [(n, dc_a) for n in self.topology.nodes_in(dc_b)])
-        counts = await asyncio.gather(*(self._nodes[n.name].link_fault.remote(dc, down_s, bandwidth_bps)
-                                        for n, dc in pairs), return_exceptions=True)
+        counts = await asyncio.gather(
+            *(self._nodes[n.name].link_fault.remote(dc, down_s, bandwidth_bps, rtt_s) for n, dc in pairs),
+            return_exceptions=True)
         return sum(c for c in counts if isinstance(c, int))
 
     async def forget_vm(self, name: str) -> None:
@@ -509,12 +535,21 @@ class FabricController:
             "topology": self.topology.to_dict(),
             "nodes": nodes,
             "vms": await self.list_vms() if self._booted else [],
-            "ledger": await self._ledger.describe() if self._ledger else None,
+            "ledger": await self._describe_ledger(),
             "migrations": [{k: v for k, v in m.items() if k != "report"}
                            for m in self._migrations.values()],
             "placement": {"config": self._placement_config, **self._placement.state,
                           "decisions": dict(self._placement.state["decisions"])},
         }
+
+    async def _describe_ledger(self) -> dict[str, Any] | None:
+        """The ledger's health, and the mode of its links where ACP follows them."""
+        if self._ledger is None:
+            return None
+        d = await self._ledger.describe()
+        if self._link_watch is not None:
+            d["links"] = self._link_watch.describe()
+        return d
 
     def topology_dict(self) -> dict[str, Any]:
         """The topology, JSON-ready."""

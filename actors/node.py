@@ -32,6 +32,7 @@ from actors.consensus import (
     SingleWriterHandle,
 )
 from actors.incoming import IncomingApplier, PostcopyFaults
+from actors.link_probe import WATCH_CHUNK_BYTES, WATCH_CHUNKS, packet_train, ping
 from actors.metrics import LedgerMetrics, MigrationMetrics
 from actors.names import LEDGER, NAMESPACE, node_actor
 from actors.outgoing import OutgoingMigration, Peer
@@ -576,15 +577,20 @@ class NodeActor:
             share = self._links[key] = LinkShare(link)
         return share
 
-    def link_fault(self, dc: str, down_s: float = 0.0, bandwidth_bps: float | None = None) -> int:
-        """Partition (for `down_s`) or slow (to `bandwidth_bps`) this node's emulated links to `dc`.
+    def link_fault(self, dc: str, down_s: float = 0.0, bandwidth_bps: float | None = None,
+                   rtt_s: float | None = None) -> int:
+        """Partition (for `down_s`), slow (to `bandwidth_bps`) or re-route (to `rtt_s`) this node's
+        emulated links to `dc`.
 
-        Chaos runs use it; it reaches every migration on those links. Returns how
-        many links it changed (0 where the network is real: nothing to emulate).
+        Chaos runs and the ledger's mode tests use it; it reaches every migration on
+        those links. Returns how many links it changed (0 where the network is real:
+        nothing to emulate).
         """
-        if not 0 <= down_s <= 3600 or (bandwidth_bps is not None and not 1e3 <= bandwidth_bps <= 1e13):
-            raise ConfigError("link_fault: down_s in 0..3600, bandwidth_bps in 1e3..1e13")
-        if self.topology.emulated and dc in self.topology.dcs and dc != self.spec.dc:
+        if not 0 <= down_s <= 3600 or (bandwidth_bps is not None and not 1e3 <= bandwidth_bps <= 1e13) \
+                or (rtt_s is not None and not 0 <= rtt_s <= 10):
+            raise ConfigError("link_fault: down_s in 0..3600, bandwidth_bps in 1e3..1e13, rtt_s in 0..10")
+        if self.topology.emulated and dc in self.topology.dcs and (dc != self.spec.dc or rtt_s is not None
+                                                                   or bandwidth_bps is not None):
             self._link_share(self.topology.nodes_in(dc)[0], default_link(self.spec.dc, dc))
         changed = 0
         for (to_dc, _), share in self._links.items():
@@ -594,8 +600,39 @@ class NodeActor:
                 share.set_down(self._clock.now() + down_s)
             if bandwidth_bps is not None:
                 share.link.set_bandwidth_bps(bandwidth_bps)
+            if rtt_s is not None:
+                share.link.set_rtt_s(rtt_s)
             changed += 1
         return changed
+
+    async def probe_link(self, destination: str) -> dict[str, float] | None:
+        """A packet train to node `destination` through this node's link to its data center:
+        {"rtt_s", "bandwidth_bps"}, or None if too little came back (the link is down)."""
+        dst_spec = self.topology.node(destination)
+        if dst_spec.name == self.name:
+            raise ConfigError(f"node {self.name} cannot probe a link to itself")
+        share = self._link_share(dst_spec, default_link(self.spec.dc, dst_spec.dc)
+                                 if self.topology.emulated else None)
+        if share.is_down(self._clock.now()):
+            return None
+        peer = ray.get_actor(node_actor(destination), namespace=NAMESPACE)
+        flow = share.join()
+        try:
+            rtt_s = await ping(share, flow, self._clock, peer.link_probe.remote)
+            train = await packet_train(share, flow, self._clock, peer.link_probe.remote,
+                                       chunks=WATCH_CHUNKS, chunk_bytes=WATCH_CHUNK_BYTES)
+        finally:
+            share.leave(flow)
+        if rtt_s is None or train is None:
+            return None
+        return {"rtt_s": rtt_s, "bandwidth_bps": train.bandwidth_bytes_per_s * 8}
+
+    def link_probe(self, payload: np.ndarray) -> int:
+        """A link probe's chunk or ping lands here; only its size matters."""
+        size = int(getattr(payload, "nbytes", -1))
+        if not 0 < size <= WATCH_CHUNK_BYTES:
+            raise MalformedBatchError(f"a link probe carries 1..{WATCH_CHUNK_BYTES} bytes, not {size}")
+        return size
 
     async def migrate_out(self, vm: str, destination: str, epoch: int,
                           config: dict[str, Any] | None = None, faults: dict[str, Any] | None = None,

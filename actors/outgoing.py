@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.link_probe import packet_train
 from actors.transfer import LinkShare, OutgoingTransfer
 from fabric.clock import Clock
 from fabric.errors import UnknownVmError
@@ -34,20 +35,12 @@ from fabric.transport import (
     ProbeResult,
     TransportConfig,
     TransportSender,
-    estimate_from_train,
 )
 from fabric.wire import BatchHeader
 
 log = logging.getLogger("novacron.outgoing")
 
 ENGINE_CRASHES_MAX = 3  # engine exceptions tolerated per migration before a hard abort
-# The setup probe: a short train through the (emulated) link before round 0, so
-# the first batch already knows the link's rate and the mode. 4 chunks give 3
-# gaps between acks. 1 MiB each: at 2 Gbit/s the link spaces them 4 ms apart,
-# more than the jitter of a Ray call here (256 KiB chunks, 1 ms apart, measured
-# Ray's jitter instead: the estimate came out 10-30x too low).
-PROBE_CHUNKS = 4
-PROBE_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -260,29 +253,10 @@ class OutgoingMigration:
         self.engine.request_pages(np.asarray(pages, dtype=np.int64), self._clock.now())
 
     async def _probe(self) -> ProbeResult | None:
-        """A short train through the (emulated) link: bandwidth from the ack spread, RTT from the fastest.
-
-        Chunks leave back to back; each is handed to the destination when it
-        arrives, one call at a time (overlapping calls would measure Ray's
-        jitter, not the link), and counts as acked when the answer is back.
-        """
+        """The setup probe: a packet train to the destination (actors/link_probe.py)."""
         dst, vm, epoch = self.peer.actor, self.engine.report.vm, self.epoch
-        payload = np.zeros(PROBE_CHUNK_BYTES, dtype=np.uint8)
-        start = self._clock.now()
-        arrivals = [self._link.transmit(self._flow, start, PROBE_CHUNK_BYTES) for _ in range(PROBE_CHUNKS)]
-        acked: list[float | None] = []
-        for arrival in arrivals:
-            if arrival is None:
-                acked.append(None)  # lost on the emulated link
-                continue
-            await asyncio.sleep(max(0.0, arrival - self._clock.now()))
-            await dst.probe.remote(vm, epoch, payload)
-            now = self._clock.now()
-            back = self._link.ack_arrival(now)
-            acked.append(back)
-        if acked and acked[-1] is not None:
-            await asyncio.sleep(max(0.0, acked[-1] - self._clock.now()))
-        probe = estimate_from_train([PROBE_CHUNK_BYTES] * PROBE_CHUNKS, [start] * PROBE_CHUNKS, acked)
+        probe = await packet_train(self._link, self._flow, self._clock,
+                                   lambda payload: dst.probe.remote(vm, epoch, payload))
         self.engine.report.transport["probe"] = (
             {"bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s, "rtt_s": probe.rtt_s}
             if probe is not None else None)

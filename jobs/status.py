@@ -128,6 +128,13 @@ def status_text(status: dict[str, Any]) -> str:
             table([[h["protocol"], h["state"], h["leader"] or "none", f"{h['live_replicas']}/{h['replicas']}",
                     h["index"], ", ".join(map(str, h.get("terms", []))) or "-"]],
                   ["protocol", "state", "leader", "replicas live", "commit index", "terms"])]
+    links = (status["ledger"] or {}).get("links")
+    if links:  # ACP following its links: the mode they measure, per link
+        rows = [[k.replace("|", " <-> "), v["mode"] or "-", v["rtt_ms"], v["bandwidth_gbps"], v["probes"],
+                 v["lost"]] for k, v in links["links"].items()]
+        out += ["", f"ledger links (mode {links['mode'] or 'not yet measured'}, "
+                    f"probed every {links['probe_s']} s)",
+                table(rows, ["link", "mode", "RTT ms", "Gbit/s", "probes", "lost"])]
     return "\n".join(out)
 
 

@@ -26,7 +26,8 @@ NODES = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-we
 def fab():
     """Six nodes, an ACP replica on each: Raft, ProBFT in internet mode, Bullshark in hybrid mode."""
     h = fabric.connect(num_cpus=2, include_dashboard=False, fleet=[],
-                       ledger={"protocol": "acp", "options": {"internet": "probft", "hybrid": "bullshark"}})
+                       ledger={"protocol": "acp", "mode_source": "manual",
+                               "options": {"internet": "probft", "hybrid": "bullshark"}})
     yield h
     ray.shutdown()
 

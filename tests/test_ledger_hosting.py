@@ -178,3 +178,13 @@ def test_ledger_configs_name_every_protocol_and_check_acp_options() -> None:
     acp = LedgerConfig(protocol="acp", options={"hybrid": "probft"})
     assert client_policy(acp, (0, 1, 2, 3)).replies_needed == 3  # ProBFT's fencing quorum, 2f+1
     assert client_policy(LedgerConfig(protocol="bullshark"), (0, 1, 2, 3)).replies_needed == 2
+
+
+def test_acp_follows_the_links_unless_told_otherwise() -> None:
+    assert LedgerConfig(protocol="acp").follows_links
+    assert not LedgerConfig(protocol="acp", mode_source="manual").follows_links
+    assert not LedgerConfig(protocol="raft").follows_links  # only ACP has modes
+    with pytest.raises(ConfigError, match="mode_source"):
+        LedgerConfig.from_dict({"protocol": "acp", "mode_source": "sometimes"})
+    with pytest.raises(ConfigError, match="link_probe_s"):
+        LedgerConfig.from_dict({"protocol": "acp", "link_probe_s": 0.01})

@@ -7,9 +7,10 @@ durable storage where the protocol has it (Raft; the others keep their state
 in memory and a restarted replica catches up by state transfer).
 
 Every protocol of fabric.consensus runs on Ray: "raft" (the default), "pbft",
-"probft", "bullshark", "tpbft", and "acp", which follows the mode
-(fabric.consensus.acp; `NodeActor.consensus_change_mode` tells it) and switches
-protocol safely, e.g. `fabric.connect(ledger={"protocol": "acp", "options":
+"probft", "bullshark", "tpbft", and "acp", which follows the mode of the links
+between its replicas' data centers (fabric.consensus.acp; the controller probes
+the links, fabric.ledger.link_modes, and tells the replicas through
+`NodeActor.consensus_change_mode`) and switches protocol safely, e.g. `fabric.connect(ledger={"protocol": "acp", "options":
 {"internet": "probft"}})`. ProBFT (alone or as an ACP era) gets an RSA-FDH-VRF key
 per node, swapped in band (fabric.ledger.node_cluster.VrfKeyExchange).
 """
@@ -48,6 +49,7 @@ RAY_OPTIONS: dict[str, dict[str, Any]] = {
     "raft": RAY_RAFT_OPTIONS, "pbft": RAY_PBFT_OPTIONS, "probft": RAY_PBFT_OPTIONS, "tpbft": RAY_PBFT_OPTIONS,
     "bullshark": RAY_BULLSHARK_OPTIONS}
 RAY_ACP_OPTIONS = {"resend_ms": 500}
+LINK_PROBE_S_MIN, LINK_PROBE_S_MAX = 0.2, 3600.0
 
 @dataclass(frozen=True, kw_only=True)
 class LedgerConfig:
@@ -62,6 +64,13 @@ class LedgerConfig:
     tick_ms: int = 10
     # Protocol options (RaftConfig / PbftConfig fields), over the Ray defaults above.
     options: dict[str, Any] = field(default_factory=dict)
+    # ACP only. "links": the controller probes the links between the replicas' data
+    # centers every `link_probe_s` and the ledger follows their mode
+    # (fabric.ledger.link_modes); "manual": only `NodeActor.consensus_change_mode` switches.
+    mode_source: Literal["links", "manual"] = "links"
+    # A probe is a 4 MiB packet train per link: every 5 s it costs a few ms of each
+    # link's time, and a mode change takes three probes in a row (the detector's dwell).
+    link_probe_s: float = 5.0
 
     def validate(self) -> LedgerConfig:
         """Return self, or raise ConfigError."""
@@ -78,7 +87,17 @@ class LedgerConfig:
             raise ConfigError(f"clients_per_actor={self.clients_per_actor}: use 1..{CLIENTS_PER_ACTOR_MAX}")
         if not 1 <= self.tick_ms <= 1000:
             raise ConfigError(f"tick_ms={self.tick_ms}: use 1..1000")
+        if self.mode_source not in ("links", "manual"):
+            raise ConfigError(f"mode_source={self.mode_source!r}: use links (follow the measured links) "
+                              "or manual")
+        if not LINK_PROBE_S_MIN <= self.link_probe_s <= LINK_PROBE_S_MAX:
+            raise ConfigError(f"link_probe_s={self.link_probe_s}: use {LINK_PROBE_S_MIN}..{LINK_PROBE_S_MAX}")
         return self
+
+    @property
+    def follows_links(self) -> bool:
+        """Does the fabric switch this ledger's protocol as the measured link mode changes?"""
+        return self.protocol == "acp" and self.mode_source == "links"
 
     def replica_nodes(self, nodes: list[str]) -> tuple[str, ...]:
         """The nodes that host replicas, given the fabric's nodes in order."""

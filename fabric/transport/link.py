@@ -12,7 +12,7 @@ do not queue. On a real cluster there is no EmulatedLink: the path is real.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from fabric.errors import ConfigError
@@ -138,9 +138,12 @@ class EmulatedLink:
 
     def set_bandwidth_bps(self, bandwidth_bps: float) -> None:
         """Change the rate from now on (cross traffic, a re-route); chunks already queued keep theirs."""
-        if not 1e3 <= bandwidth_bps <= 1e13:
-            raise ConfigError(f"link bandwidth_bps={bandwidth_bps!r}: use 1e3..1e13 bits/s")
+        self.spec = replace(self.spec, bandwidth_bps=bandwidth_bps)  # validates; pacing reads the spec
         self._rate = bandwidth_bps / 8
+
+    def set_rtt_s(self, rtt_s: float) -> None:
+        """Change the round-trip time from now on (a re-route); chunks in flight keep theirs."""
+        self.spec = replace(self.spec, rtt_s=rtt_s)  # validates
 
     def set_down(self, until: float) -> None:
         """A partition: nothing crosses until `until` (chaos and recovery tests)."""
