@@ -53,6 +53,7 @@ from fabric.memory import PAGE_SIZE, make_workload, spec_from_dict
 from fabric.migration import FaultPlan, MigrationConfig, MigrationReport
 from fabric.topology import DC_PREFIX, NodeSpec, Topology
 from policies.advisor import DEFAULT_FALLBACK, AdvisorConfig
+from policies.fabric_input import shared_cores
 
 log = logging.getLogger("novacron.controller")
 
@@ -90,6 +91,7 @@ class FabricController:
         self._ledger: LedgerHandle | None = None
         self._ledger_service: LedgerService | None = None
         self._link_watch: LedgerLinkWatch | None = None  # ACP following the links
+        self._cores: dict[str, float] = {}  # node -> its share of its Ray node's CPUs (at boot)
         self._consensus_key = Ed25519PrivateKey.generate()
         # Ray restarts a dead controller; each life's ledger clients get their own ids.
         self._client_prefix = f"{CONTROLLER}@{secrets.token_hex(4)}"
@@ -150,6 +152,9 @@ class FabricController:
         """Every node learns every node's keys (migration handshakes, consensus); the ledger starts."""
         infos = await asyncio.gather(*(n.describe.remote() for n in self._nodes.values()))
         identity = {i["name"]: i["public_key"] for i in infos}
+        # Each node's share of its Ray node's CPUs: the placement policy's "cores" per host.
+        cpus = {r["NodeID"]: float(r.get("Resources", {}).get("CPU", 0.0)) for r in ray.nodes() if r["Alive"]}
+        self._cores = shared_cores({i["name"]: i["ray_node_id"] for i in infos}, cpus)
         await asyncio.gather(*(n.set_peer_keys.remote(identity) for n in self._nodes.values()))
         cfg = self._ledger_config
         # Replica keys by node actor, client keys by each life's client prefix.
@@ -264,8 +269,9 @@ class FabricController:
 
         async def one(name: str) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(self._nodes[name].describe.remote(),
-                                              wait_s.get(name, NODE_CALL_S_MAX))
+                d = await asyncio.wait_for(self._nodes[name].describe.remote(),
+                                           wait_s.get(name, NODE_CALL_S_MAX))
+                return {**d, "cores": self._cores.get(name)}
             except Exception as e:
                 spec = self.topology.node(name)
                 return {"name": name, "dc": spec.dc, "memory_mib_max": spec.memory_mib_max,
@@ -341,7 +347,7 @@ class FabricController:
             out.append({"vm": r["vm"], "node": r["owner"], "dc": node.dc, "epoch": r["epoch"],
                         "state": info.get("state", "unreachable" if r["owner"] in unreachable
                                           else "missing"),
-                        "memory_mib": info.get("memory_mib"),
+                        "memory_mib": info.get("memory_mib"), "cpu_busy": info.get("cpu_busy"),
                         "migrating_to": (r["migration"] or {}).get("destination"),
                         "workload": info.get("workload", "")})
         return out

@@ -52,6 +52,7 @@ from fabric.ledger import CommitMigration, RegisterVm, RemoveVm, command_to_dict
 from fabric.ledger.hosting import LedgerConfig, build_replica, client_policy
 from fabric.ledger.replicated import LedgerStateMachine
 from fabric.memory import PAGE_SIZE, RunState, Vm, make_workload, spec_from_dict
+from fabric.memory.cpu_meter import CpuMeter
 from fabric.migration import (
     FaultPlan,
     IncomingMigration,
@@ -78,7 +79,13 @@ MIB = 1 << 20
 class _Hosted:
     vm: Vm
     epoch: int
+    cpu: CpuMeter
     error: str = ""
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """The VM's summary with its epoch, error and measured busy vCPUs."""
+        return {**self.vm.describe(), "epoch": self.epoch, "error": self.error,
+                "cpu_busy": round(self.cpu.busy(now), 4)}
 
 
 def describe_error(e: BaseException) -> str:
@@ -144,8 +151,10 @@ class NodeActor:
                 if hosted.vm.state is not RunState.RUNNING:
                     continue
                 try:
+                    cpu_start = time.thread_time()  # this thread's CPU: what the guest really used
                     hosted.vm.advance(now)
                     done = time.monotonic()
+                    hosted.cpu.add(time.thread_time() - cpu_start, done)
                     if done - now > VCPU_STALL_S:
                         hosted.vm.rebase(done)  # stalled on page faults: that time is gone, not owed
                 except Exception as e:  # a workload bug must not take the node down
@@ -192,8 +201,7 @@ class NodeActor:
         return {
             "name": self.name, "dc": self.spec.dc, "memory_mib_max": self.spec.memory_mib_max,
             "memory_mib_used": round(self.memory_mib_used(), 1),
-            "vms": [{**h.vm.describe(), "epoch": h.epoch, "error": h.error}
-                    for h in self._vms.values()],
+            "vms": [h.describe(time.monotonic()) for h in self._vms.values()],
             "incoming": [{"vm": i.vm, "epoch": i.epoch, "state": i.state.value,
                           "pages_received": i.pages_received} for i in self._incoming.values()],
             "outgoing": [o.engine.progress(now) for o in self._outgoing.values()],
@@ -208,7 +216,7 @@ class NodeActor:
     def vm_info(self, name: str) -> dict[str, Any]:
         """One hosted VM's summary."""
         h = self._hosted(name)
-        return {**h.vm.describe(), "epoch": h.epoch, "error": h.error}
+        return h.describe(time.monotonic())
 
     def vm_digest(self, name: str, full: bool = False) -> str:
         """Digest of a hosted VM's memory (full: rehash every page)."""
@@ -239,7 +247,7 @@ class NodeActor:
             vm = await asyncio.to_thread(Vm.boot, name, spec)
         finally:
             del self._reserved_mib[name]
-        self._vms[name] = _Hosted(vm=vm, epoch=epoch)
+        self._vms[name] = _Hosted(vm=vm, epoch=epoch, cpu=CpuMeter(time.monotonic()))
         vm.resume(self._clock.now())
         return self.vm_info(name)
 
@@ -357,7 +365,7 @@ class NodeActor:
             if applier is not None:
                 applier.close()
         # In post-copy the copy stays incoming too: its last pages still arrive.
-        self._vms[vm] = _Hosted(vm=restored, epoch=epoch)
+        self._vms[vm] = _Hosted(vm=restored, epoch=epoch, cpu=CpuMeter(time.monotonic()))
         restored.resume(self._clock.now())
 
     # -- post-copy ----------------------------------------------------------------------

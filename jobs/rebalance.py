@@ -9,9 +9,9 @@ The job reads the fabric's nodes and VMs, asks a placement service
 `fabric/placement/rebalance-<id>`) which VMs to move off hosts whose CPU load
 is above the policy's threshold, and migrates them. A host's cores are its Ray
 node's CPUs shared among the fabric nodes on that Ray node (--cores overrides).
-The fabric does not measure its guests' CPU use yet, so a VM's load is what
---cpu-busy says (busy vCPUs, e.g. from your monitoring), else 0: without it no
-host reads as hot and the plan is empty. Exit codes: 0 every planned move
+A VM's load is the busy vCPUs its node measured (the CPU time its guest used
+over the last ~10 s, fabric.memory.cpu_meter), or what --cpu-busy says for it
+(e.g. from your own monitoring). Exit codes: 0 every planned move
 completed (or none was needed, or --dry-run), 1 a move did not complete, 2 bad
 input.
 """
@@ -22,7 +22,6 @@ import argparse
 import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +83,22 @@ def parse_cpu_busy(pairs: list[str]) -> dict[str, float]:
 
 def fabric_state(status: dict[str, Any], cpus_by_raylet: dict[str, float], cpu_busy: dict[str, float],
                  cores: float | None = None) -> dict[str, Any]:
-    """The advisor's rebalance input (see policies.advisor) from the fabric's status, reachable nodes only."""
+    """The advisor's rebalance input (see policies.advisor) from the fabric's status, reachable nodes only;
+    a VM's load is `cpu_busy[vm]` where given, else what its node measured."""
+    from policies.fabric_input import shared_cores
+
     reachable = [n for n in status["nodes"] if "error" not in n]
-    sharing = Counter(n["ray_node_id"] for n in reachable)
+    shared = shared_cores({n["name"]: n["ray_node_id"] for n in reachable}, cpus_by_raylet)
     dcs = []
     for dc in status["topology"]["dcs"]:
         hosts = []
         for n in (n for n in reachable if n["dc"] == dc):
-            shared_cpus = cpus_by_raylet.get(n["ray_node_id"], 0.0) / max(1, sharing[n["ray_node_id"]])
-            host_cores = cores if cores is not None else shared_cpus
+            host_cores = cores if cores is not None else shared[n["name"]]
             host = {"name": n["name"], "memory_mib_max": n["memory_mib_max"],
                     "memory_mib_used": n["memory_mib_used"], "vms": len(n["vms"]),
                     "vm_list": [{"name": v["name"], "memory_mib": v["memory_mib"], "vcpus": 1,
-                                 "cpu_busy": cpu_busy.get(v["name"], 0.0)} for v in n["vms"]]}
+                                 "cpu_busy": cpu_busy.get(v["name"], v.get("cpu_busy") or 0.0)}
+                                for v in n["vms"]]}
             if host_cores > 0:  # without cores the advisor sees no CPU overload on the host
                 host["cores"] = host_cores
             hosts.append(host)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                      for m in moves], ["vm", "from", "to", "busy vCPUs", "MiB", "why"]) if moves
               else "no moves advised: a host sheds a VM only when its CPU load is above the policy's "
                    "threshold and another host can take the VM and stay below it"
-              + ("" if cpu_busy else " (no --cpu-busy given: the fabric does not measure guest CPU yet)"))
+              + ("" if cpu_busy else " (measured guest CPU; --cpu-busy VM=VCPUS overrides it)"))
     reports = [] if args.dry_run or not moves else _run_moves(handle, moves, args.concurrency,
                                                              migration_config(args), show)
     failed = [r["vm"] for r in reports if r["status"] != "completed"]

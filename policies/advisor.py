@@ -19,9 +19,9 @@ there, and that data center's controller keeps it or hands it to another, as in 
 env. Two optional fields narrow the choice: `"hosts": [names]` (only these hosts may
 take it; the others still shape the observations) and `"handoff": false` (it stays in
 `origin_dc`). A host without
-`vcpus_max` has no vCPU limit, and without `cores` no CPU-overload signal (the fabric's
-nodes report memory only today); `cpu_busy` (busy vCPUs over the last interval)
-defaults to 0. `rebalance` takes `{"dcs": [...]}` whose hosts also list their VMs:
+`vcpus_max` has no vCPU limit, and without `cores` no CPU-overload signal (the fabric
+gives each node its share of its Ray node's CPUs); `cpu_busy` (busy vCPUs over the last
+interval, which fabric nodes measure) defaults to 0. `rebalance` takes `{"dcs": [...]}` whose hosts also list their VMs:
 `"vm_list": [{"name": "kv-1", "memory_mib": 256, "vcpus": 1, "cpu_busy": 0.4}]`.
 """
 

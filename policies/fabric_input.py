@@ -17,6 +17,7 @@ The controller places the VM only on a candidate that is reachable and has the m
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from policies.heuristics.node_load import NodeLoad
@@ -25,20 +26,33 @@ LEAST_LOADED = "least-loaded"  # the policy tag of the controller's own fallback
 REQUESTED = "requested"  # the policy tag when the operator named the node
 
 
+def shared_cores(raylet_of: dict[str, str], cpus_by_raylet: dict[str, float]) -> dict[str, float]:
+    """Each fabric node's cores: its Ray node's CPUs shared equally among the fabric nodes on it."""
+    sharing = Counter(raylet_of.values())
+    return {name: cpus_by_raylet.get(r, 0.0) / sharing[r] for name, r in raylet_of.items()}
+
+
+def _host(n: dict[str, Any]) -> dict[str, Any]:
+    """One reachable node as an advisor host: memory, VM count, measured CPU load and (if known) cores."""
+    vms = n.get("vms") or []
+    host = {
+        "name": n["name"],
+        "memory_mib_max": float(n["memory_mib_max"]),
+        "memory_mib_used": float(n["memory_mib_used"]),
+        "vms": len(vms),
+        "cpu_busy": float(sum(v.get("cpu_busy") or 0.0 for v in vms)),  # what the node measured
+    }
+    if (n.get("cores") or 0.0) > 0:  # without cores the advisor sees no CPU overload on the host
+        host["cores"] = float(n["cores"])
+    return host
+
+
 def advisor_dcs(nodes: list[dict[str, Any]], dc_order: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
-    """The advisor's `dcs` input: reachable nodes (memory, VM count), grouped by data center in order."""
+    """The advisor's `dcs` input: reachable nodes (memory, VMs, CPU), grouped by data center in order."""
     out = []
     for dc in dc_order:
-        hosts = [
-            {
-                "name": n["name"],
-                "memory_mib_max": float(n["memory_mib_max"]),
-                "memory_mib_used": float(n["memory_mib_used"]),
-                "vms": len(n.get("vms") or []),
-            }
-            for n in nodes
-            if n.get("dc") == dc and "error" not in n and n.get("memory_mib_used") is not None
-        ]
+        hosts = [_host(n) for n in nodes
+                 if n.get("dc") == dc and "error" not in n and n.get("memory_mib_used") is not None]
         if hosts:
             out.append({"name": dc, "hosts": hosts})
     return out

@@ -158,7 +158,7 @@ def test_the_plot_job_turns_a_saved_report_into_a_png_and_a_table(report: dict, 
 # -- rebalance: the placement service's input from the fabric's status ------------------------
 
 
-def test_rebalance_asks_the_advisor_with_the_fabrics_nodes_and_declared_cpu_load() -> None:
+def test_rebalance_asks_the_advisor_with_the_fabrics_nodes_and_their_cpu_load() -> None:
     from jobs.rebalance import fabric_state
     from policies.advisor import AdvisorConfig, PlacementAdvisor
 
@@ -180,8 +180,13 @@ def test_rebalance_asks_the_advisor_with_the_fabrics_nodes_and_declared_cpu_load
     moves = advisor.rebalance(state)
     assert [(m["vm"], m["from_host"]) for m in moves] == [("kv-1", "us-east-1")]
     assert moves[0]["to_host"] in {"us-east-2", "eu-west-1"}
-    # no declared load: no host is hot, nothing moves
+    # no declared load and none measured: no host is hot, nothing moves
     assert advisor.rebalance(fabric_state(status, cpus, {})) == []
+    # the load the node measured counts; a declared one overrides it
+    measured = {**status, "nodes": [{**n, "vms": [{**v, "cpu_busy": 1.9 if v["name"] == "kv-1" else 0.1}
+                                                  for v in n.get("vms", [])]} for n in status["nodes"]]}
+    assert [m["vm"] for m in advisor.rebalance(fabric_state(measured, cpus, {}))] == ["kv-1"]
+    assert advisor.rebalance(fabric_state(measured, cpus, {"kv-1": 0.0})) == []
     # two emulated nodes sharing one Ray node share its CPUs
     shared = fabric_state({**status, "nodes": [node("us-east-1", "us-east", "r1", []),
                                                node("us-east-2", "us-east", "r1", [])]}, cpus, {})

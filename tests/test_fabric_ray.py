@@ -93,7 +93,13 @@ def test_actors_are_named_by_role_and_pinned_to_their_data_center(fab) -> None:
 def test_migration_during_writes_is_byte_identical_and_runs_only_at_the_destination(fab) -> None:
     spec = SyntheticSpec(memory_mib=96, dirty_rate_mbps=80, hot_set_mib=24, seed=11)
     fab.create_vm("busy-1", spec, where="us-east-1")
-    time.sleep(0.5)
+    fab.create_vm("still-1", SyntheticSpec(memory_mib=32, dirty_rate_mbps=0, seed=18), where="us-east-1")
+    time.sleep(1.0)
+    # Each node measures the CPU time its guests use: the 80 MB/s writer is busy, the idle guest is not.
+    busy = {v["name"]: v["cpu_busy"] for v in ray.get(fab.node("us-east-1").describe.remote())["vms"]}
+    assert busy["busy-1"] > 0.001 and busy["busy-1"] > 10 * busy["still-1"], busy
+    assert vm_row(fab, "busy-1")["cpu_busy"] == pytest.approx(busy["busy-1"], rel=0.5)
+    fab.delete_vm("still-1")
     r = fab.migrate("busy-1", "eu-west", config=MigrationConfig(verify="full", downtime_ms_limit=50,
                                                                on_limit="switchover"))
     assert r.status == "completed", r.abort_reason
