@@ -68,12 +68,15 @@ class LedgerLinkWatch:
         self._round += 1
         return changed
 
-    async def tell_replicas(self, mode: Mode) -> None:
-        """Every replica learns the ledger's mode; ACP switches if its protocol differs."""
+    async def _tell(self, mode: Mode) -> list[str]:
+        """Every replica learns the ledger's mode (idempotent); the replicas that could not be told."""
         results = await asyncio.gather(*(self._node(n).consensus_change_mode.remote(mode.value)
                                          for n, _ in self._replicas), return_exceptions=True)
-        failed = [n for (n, _), r in zip(self._replicas, results, strict=True)
-                  if isinstance(r, BaseException)]
+        return [n for (n, _), r in zip(self._replicas, results, strict=True) if isinstance(r, BaseException)]
+
+    async def tell_replicas(self, mode: Mode) -> None:
+        """The ledger's mode changed: every replica learns it; ACP switches if its protocol differs."""
+        failed = await self._tell(mode)
         self.switches.append({"at": time.time(), "mode": mode.value, "links": self.modes.describe()["links"],
                               "replicas_not_told": failed})
         log.info("ledger mode is now %s (replicas not told: %s)", mode.value, failed or "none")
@@ -85,6 +88,10 @@ class LedgerLinkWatch:
                 mode = await self.probe_all()
                 if mode is not None:
                     await self.tell_replicas(mode)
+                elif self.modes.mode is not None:
+                    # Unchanged, but told again each round: a replica that restarted forgot it,
+                    # and a switch out of a Byzantine era needs f+1 replicas to ask.
+                    await self._tell(self.modes.mode)
             except Exception:  # keep watching: a bad round must not end the watch
                 log.exception("ledger link watch round failed")
 
