@@ -21,7 +21,8 @@ take it; the others still shape the observations) and `"handoff": false` (it sta
 `origin_dc`). A host without
 `vcpus_max` has no vCPU limit, and without `cores` no CPU-overload signal (the fabric
 gives each node its share of its Ray node's CPUs); `cpu_busy` (busy vCPUs over the last
-interval, which fabric nodes measure) defaults to 0. `rebalance` takes `{"dcs": [...]}` whose hosts also list their VMs:
+interval, which fabric nodes measure) defaults to 0. `rebalance` takes `{"dcs": [...]}`
+whose hosts also list their VMs:
 `"vm_list": [{"name": "kv-1", "memory_mib": 256, "vcpus": 1, "cpu_busy": 0.4}]`.
 """
 

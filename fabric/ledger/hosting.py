@@ -10,9 +10,10 @@ Every protocol of fabric.consensus runs on Ray: "raft" (the default), "pbft",
 "probft", "bullshark", "tpbft", and "acp", which follows the mode of the links
 between its replicas' data centers (fabric.consensus.acp; the controller probes
 the links, fabric.ledger.link_modes, and tells the replicas through
-`NodeActor.consensus_change_mode`) and switches protocol safely, e.g. `fabric.connect(ledger={"protocol": "acp", "options":
-{"internet": "probft"}})`. ProBFT (alone or as an ACP era) gets an RSA-FDH-VRF key
-per node, swapped in band (fabric.ledger.node_cluster.VrfKeyExchange).
+`NodeActor.consensus_change_mode`) and switches protocol safely, e.g.
+`fabric.connect(ledger={"protocol": "acp", "options": {"internet": "probft"}})`.
+ProBFT (alone or as an ACP era) gets an RSA-FDH-VRF key per node, swapped in band
+(fabric.ledger.node_cluster.VrfKeyExchange).
 """
 
 from __future__ import annotations
