@@ -2,6 +2,7 @@
 
     python jobs/simulate.py --protocol raft --seeds 2000
     python jobs/simulate.py --protocol pbft --seeds 100000 --start 5000 --json
+    python jobs/simulate.py --protocol bullshark --seeds 10000 --workers 2  # same result, 2 processes
     python jobs/simulate.py --protocol pbft --faults drop,partition,byzantine --seeds 500
     python jobs/simulate.py --protocol raft --replay 1234          # one seed, with its event log
     python jobs/simulate.py --protocol probft --replicas 16 --option l=1.2 --seeds 500
@@ -62,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
                         "at each n (--seeds runs each), next to the bound")
     p.add_argument("--byzantine-share", type=float, default=None,
                    help="with --agreement: f = share*n colluding replicas (default: the most, (n-1)//3)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes running seeds in parallel (the result is the same for any count)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     return p
 
@@ -96,7 +99,8 @@ def _campaign_config(args: argparse.Namespace) -> Any:
     run = RunConfig(protocol=args.protocol, n=args.replicas, clients=args.clients, ops_per_client=args.ops,
                     vms=args.vms, options=_options(args.option))
     return CampaignConfig(run=run, seeds=args.seeds, start=args.start, kinds=kinds,
-                          heal_ms=args.heal_ms if args.heal_ms is not None else HEAL_MS).validate()
+                          heal_ms=args.heal_ms if args.heal_ms is not None else HEAL_MS,
+                          workers=args.workers).validate()
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

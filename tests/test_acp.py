@@ -34,6 +34,10 @@ from fabric.sim.campaign import run_config_for
 from fabric.sim.runner import Simulation
 
 SWITCHES = ((250, "internet"), (600, "hybrid"), (950, "datacenter"))
+# The CI campaign, as for the other protocols: 2,000 seeds, run by WORKERS processes (the CI
+# machine has 2 cores; an ACP run costs ~30 ms of CPU). jobs/simulate.py runs longer ones.
+CI_SEEDS = 2_000
+WORKERS = 2
 
 
 def stream(hybrid: str, seed: int, faults: Faults) -> Simulation:
@@ -138,13 +142,13 @@ def test_a_switch_that_forgets_the_sessions_is_caught(monkeypatch: pytest.Monkey
 
 def test_acp_survives_seeded_runs_with_random_switches_and_crash_faults() -> None:
     """Each seed draws 2-3 mode changes and which BFT protocols internet and hybrid use."""
-    cfg = CampaignConfig(run=RunConfig(protocol="acp", ops_per_client=4), seeds=300)
+    cfg = CampaignConfig(run=RunConfig(protocol="acp", ops_per_client=4), seeds=CI_SEEDS, workers=WORKERS)
     r = run_campaign(cfg)
     assert r.failing_seeds == [], r.failures[:3]
     assert r.fencing_violations == 0 and r.inconclusive == 0
     c = r.replica_counters
     assert c["eras_started"] > r.runs and c.get("eras_adopted", 0) > 0 and c["requests_held_for_switch"] > 0
-    protocols = {run_config_for(cfg.run, s).options["internet"] for s in range(300)}
+    protocols = {run_config_for(cfg.run, s).options["internet"] for s in range(CI_SEEDS)}
     assert protocols == {"pbft", "probft", "tpbft", "bullshark"}
     print(f"acp campaign: {r.runs} runs, {r.messages_per_decision:.1f} messages/decision, {r.wall_s:.1f} s")
 
@@ -157,3 +161,53 @@ def test_a_dataclass_snapshot_round_trips_through_the_era_start() -> None:
     assert all(rep.protocol == "raft" and rep.era == 0 for rep in reps.values())
     ready = reps[0].tick(0)
     assert ready.persist is not None and dataclasses.is_dataclass(ready.persist.ops[0])
+
+
+def test_a_switch_out_of_a_byzantine_era_needs_f_plus_1_replicas_to_ask() -> None:
+    """One replica (a liar, or one whose view of the links is wrong) cannot end a PBFT era:
+    a switch takes f+1 replicas' requests for the same protocol, one ACP's config names."""
+    sm = AcpStateMachine(LedgerStateMachine(), 0, votes_needed=2, protocols=("raft", "pbft"))
+    vote = [Request(client_id=switch_client(r), request_id=1, op=SwitchEra(era=1, protocol=p))
+            for r, p in ((0, "raft"), (0, "raft"), (1, "pbft"), (2, "bullshark"), (3, "raft"))]
+    assert sm.apply(vote[0]) == "vote recorded" and sm.apply(vote[1]) == "vote recorded"  # the same voter
+    assert sm.apply(vote[2]) == "vote recorded"  # another protocol: its own count
+    assert sm.apply(vote[3]).startswith("rejected")  # not one of ACP's protocols
+    assert sm.switch_to is None and not sm.cached_result(vote[0])[0]
+    restored = AcpStateMachine(LedgerStateMachine(), 0, votes_needed=2, protocols=("raft", "pbft"))
+    restored.restore(sm.snapshot())  # the votes travel with checkpoints and state transfer
+    assert restored.apply(vote[4]) == "switching" and restored.switch_to == "raft"
+
+
+def _acp_cluster(n: int = 4) -> tuple[list[AcpReplica], list]:
+    cl = get_protocol("acp").cluster(ClusterParams(n=n, seed=3, state_machine=LedgerStateMachine,
+                                                   client_ids=("c",), signatures="hmac",
+                                                   options={"initial_mode": "internet"}))
+    storages = [cl.new_storage(r) for r in range(n)]
+    reps = [cl.new_replica(r, storages[r], now_ms=0, rng=random.Random(r)) for r in range(n)]
+    return reps, storages
+
+
+def _run(reps: list[AcpReplica], storages: list, readies: list, start_ms: int, until_ms: int) -> int:
+    """Deliver every message at once and tick every 10 ms until `until_ms`."""
+    now, queue = start_ms, [(i, r) for i, r in readies]
+    while now <= until_ms:
+        while queue:
+            rid, ready = queue.pop(0)
+            if ready.persist is not None:
+                storages[rid].save(ready.persist)
+            for to, msg in ready.messages:
+                queue.append((to, reps[to].step(msg)))
+        now += 10
+        queue = [(i, rep.tick(now)) for i, rep in enumerate(reps)]
+    return now
+
+
+def test_one_replica_told_a_new_mode_cannot_switch_a_pbft_ledger_but_f_plus_1_do() -> None:
+    reps, storages = _acp_cluster()
+    assert {rep.protocol for rep in reps} == {"pbft"}
+    now = _run(reps, storages, [], 0, 200)
+    now = _run(reps, storages, [(0, reps[0].change_mode("datacenter"))], now, now + 2_000)
+    assert {(rep.era, rep.protocol) for rep in reps} == {(0, "pbft")}  # one voice is not enough
+    assert all(rep._sm.votes == {"raft": {switch_client(0)}} for rep in reps)  # its vote is in the log
+    now = _run(reps, storages, [(1, reps[1].change_mode("datacenter"))], now, now + 2_000)
+    assert {(rep.era, rep.protocol) for rep in reps} == {(1, "raft")}

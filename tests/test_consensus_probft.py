@@ -1,6 +1,6 @@
 """ProBFT: VRF-chosen samples, probabilistic quorums, halting on contradiction, and fencing that always holds.
 
-The CI campaign runs 700 seeded runs at n = 4 with random faults inside the
+The CI campaign runs 2,000 seeded runs at n = 4 with random faults inside the
 Byzantine model (colluding replicas included); 2% of them sign with Ed25519 and
 prove the VRF with RSA-FDH-VRF (RFC 9381), the rest use the simulator's HMAC
 stand-ins. At n = 4 ProBFT's samples are everyone and q = 3 = 2f+1, so it must
@@ -32,9 +32,11 @@ from fabric.ledger.replicated import LedgerStateMachine
 from fabric.sim import Byzantine, CampaignConfig, Faults, RunConfig, run, run_campaign
 from fabric.sim.measure import probft_agreement
 
-# CI's share of the campaign, sized so this protocol's tests stay within the consensus tests' time
-# budget; jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
-CI_SEEDS = 700
+# CI's share of the campaign: 2,000 seeds, as for Raft and PBFT (tests/test_sim_campaign.py), run
+# by WORKERS processes (the CI machine has 2 cores) to fit the test suite's time budget;
+# jobs/simulate.py runs the long campaigns (10,000 seeds and more; README, "Consensus").
+CI_SEEDS = 2_000
+WORKERS = 2
 
 
 def test_config_exposes_l_and_o_and_derives_sample_and_quorum() -> None:
@@ -153,8 +155,24 @@ def test_the_bound_shrinks_with_margin_and_matches_exact_tails() -> None:
     assert small[0] > small[1] > small[2]
 
 
+def test_the_pooled_vrf_keys_are_the_ones_from_seed_finds() -> None:
+    # The pool's table of primes saves each campaign worker ~6 s of prime search: it must hold the
+    # keys from_seed derives (index 0 re-derived here, ~1.4 s; the others must be primes).
+    from fabric.consensus import sortition
+    from fabric.secure.vrf import VrfPrivateKey
+
+    seeded = VrfPrivateKey.from_seed(b"sim-vrf-pool:0", 2048)
+    alpha = sample_alpha("probft", 1, 2, "prepare")
+    assert sortition.pooled_rsa_prover(0, 2048).prove(alpha) == seeded.prove_hash(alpha)
+    assert sorted(sortition._POOL_PRIMES_2048) == [0, 1, 2, 3]
+    for p_hex, q_hex in sortition._POOL_PRIMES_2048.values():
+        for x in (int(p_hex, 16), int(q_hex, 16)):
+            assert x.bit_length() == 1024 and all(pow(a, x - 1, x) == 1 for a in (2, 3, 5, 7, 11, 13))
+
+
 def test_probft_survives_seeded_runs_and_fencing_always_holds() -> None:
-    r = run_campaign(CampaignConfig(run=RunConfig(protocol="probft", ops_per_client=3), seeds=CI_SEEDS))
+    r = run_campaign(CampaignConfig(run=RunConfig(protocol="probft", ops_per_client=3), seeds=CI_SEEDS,
+                                   workers=WORKERS))
     assert r.runs == CI_SEEDS
     assert r.fencing_violations == 0
     assert r.safety_violations == 0, r.failures[:3]  # n = 4: the quorums are PBFT's

@@ -9,10 +9,17 @@ A switch, in the order the replicas carry it out:
 
 1. Propose. A replica told the mode changed (`change_mode`) proposes a signed
    `SwitchEra(era+1, protocol)` request through the current era's log, and
-   retries until the era ends. From then on it accepts no new client request
-   (they get "retry": the client comes back, to the new era).
-2. Drain. The log orders the switch like any request. Everything ordered before
-   it commits in the old era; everything ordered after it is refused by the
+   retries until the log holds it. From then on it accepts no new client request
+   (they get "retry": the client comes back, to the new era). It keeps the mode's
+   protocol as its target: if the others switch elsewhere first, it asks again in
+   the next era.
+2. Drain. The log orders the switch requests like any request; the switch entry
+   is the one that brings a protocol's requests to the quorum: one in a Raft era,
+   f+1 distinct replicas in a Byzantine era (so at least one correct replica
+   measured the change, and no f liars can move the ledger to a protocol whose
+   fault model excludes them). Only protocols ACP's config names count.
+   Everything ordered before the switch entry commits in the old era; everything
+   ordered after it is refused by the
    state machine (`AcpStateMachine`) without taking effect, and its client is
    told to retry. So each accepted request is committed or definitely failed.
 3. Snapshot. The state right after the switch entry (the ledger and its
@@ -71,6 +78,11 @@ ERA_SHIFT = 40  # a position in era e is (e << ERA_SHIFT) | the era protocol's o
 BFT_PROTOCOLS = ("pbft", "probft", "tpbft", "bullshark")
 
 
+def switch_votes_needed(protocol: str, n: int) -> int:
+    """Replicas that must ask to end an era of `protocol` among n: f+1 in a Byzantine era, else 1."""
+    return (n - 1) // 3 + 1 if protocol in BFT_PROTOCOLS else 1
+
+
 def switch_client(rid: int) -> str:
     """The client id replica `rid` proposes switches as."""
     return f"{SWITCH_CLIENT_PREFIX}{rid}"
@@ -93,22 +105,38 @@ class EraClosed:
 
 
 class AcpStateMachine:
-    """The ledger's state machine of one era: applies until the era's switch entry, refuses after it."""
+    """The ledger's state machine of one era: applies until the era's switch entry, refuses after it.
 
-    def __init__(self, inner: StateMachine, era: int) -> None:
+    The era ends when `votes_needed` replicas have asked, through the log, for the
+    same next protocol, one ACP's config names: in a Byzantine era f+1, so at least
+    one correct replica measured the mode change and no f liars can switch the
+    ledger (to Raft, say, whose model they are outside of); in a crash era one.
+    """
+
+    def __init__(self, inner: StateMachine, era: int, *, votes_needed: int = 1,
+                 protocols: tuple[str, ...] | None = None) -> None:
+        assert votes_needed >= 1, votes_needed
         self.inner = inner
         self.era = era
+        self.votes_needed = votes_needed
+        self.protocols = protocols  # None: any known protocol
         self.switch_to: str | None = None  # set by the switch entry
+        self.votes: dict[str, set[str]] = {}  # protocol -> the replicas (switch clients) asking for it
 
     def apply(self, request: Request) -> Any:
-        """Apply, unless the era ended; a SwitchEra for the next era ends it."""
+        """Apply, unless the era ended; enough SwitchEras for one next protocol end it."""
         if self.switch_to is not None:
             return EraClosed(era=self.era)
         op = request.op
         if type(op) is SwitchEra:
+            allowed = _known_protocols() if self.protocols is None else self.protocols
             if not request.client_id.startswith(SWITCH_CLIENT_PREFIX) or op.era != self.era + 1 \
-                    or op.protocol not in _known_protocols():
+                    or op.protocol not in allowed:
                 return "rejected: not a switch to the next era"
+            voters = self.votes.setdefault(op.protocol, set())
+            voters.add(request.client_id)
+            if len(voters) < self.votes_needed:
+                return "vote recorded"
             self.switch_to = op.protocol
             return "switching"
         return self.inner.apply(request)
@@ -124,14 +152,16 @@ class AcpStateMachine:
         return self.inner.cached_result(request)
 
     def snapshot(self) -> dict[str, Any]:
-        """The application, the era, and whether it ended."""
-        return {"app": self.inner.snapshot(), "era": self.era, "switch_to": self.switch_to}
+        """The application, the era, the switch votes so far, and whether it ended."""
+        return {"app": self.inner.snapshot(), "era": self.era, "switch_to": self.switch_to,
+                "votes": {p: sorted(v) for p, v in sorted(self.votes.items())}}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the state."""
         self.inner.restore(snap["app"])
         self.era = int(snap["era"])
         self.switch_to = snap["switch_to"]
+        self.votes = {p: set(v) for p, v in snap.get("votes", {}).items()}
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical snapshot."""
@@ -329,7 +359,11 @@ class AcpReplica:
         self.counters: dict[str, int] = {}
         self._events: list[tuple[Any, ...]] = []
         self._future: list[EraMsg] = []
-        self._wanted: str | None = None  # the protocol a mode change asked for
+        # The protocol the latest mode change asked for, kept once reached: a switch other
+        # replicas ordered first may leave us in another era, and then we ask again. Not
+        # durable: a restarted replica has no say until it is told the mode again (a
+        # stale one would ask for a mode the links have left).
+        self._wanted: str | None = None
         self._switch_deadline: int | None = None
         self._beacons_left = 0
         self._beacon_deadline: int | None = None
@@ -384,16 +418,20 @@ class AcpReplica:
         self._spec: ProtocolSpec = get_protocol(record.protocol)
         app = self._cluster.new_app()
         app.restore(record.snapshot)
-        self._sm = AcpStateMachine(app, record.era)
+        self._sm = AcpStateMachine(app, record.era, protocols=self.config.protocols,
+                                   votes_needed=switch_votes_needed(record.protocol, self.config.n))
         inner_cluster = self._cluster.era_cluster(record.protocol)
         inner_id = self._id + self._spec.first_id
         # A new era's replica starts empty; a restarted one from what its storage holds.
         storage = inner_cluster.new_storage(inner_id) if fresh else self._storage.inner
         self._inner = self._cluster.build_inner(record.protocol, inner_id, storage, self._sm,
                                                 now_ms=self._now, rng=self._rng)
-        if self._wanted == record.protocol:
-            self._wanted = None
-        self._switch_deadline = None if self._wanted is None else self._now
+        self._switch_deadline = self._now if self._switch_pending else None
+
+    @property
+    def _switch_pending(self) -> bool:
+        """Does the latest mode want another protocol than this era's?"""
+        return self._wanted is not None and self._wanted != self._era.protocol
 
     def _check_switch(self) -> None:
         """After the era's replica applied its switch entry, start the next era from that state."""
@@ -424,14 +462,15 @@ class AcpReplica:
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r}: use one of {MODES}")
         proto = self.config.protocol_for(mode)
-        if proto == self.protocol and self._wanted is None:
-            return EMPTY_READY
         self._wanted = proto
-        self._propose_switch()
+        if self._switch_pending:
+            self._propose_switch()
+        else:
+            self._switch_deadline = None
         return self._ready()
 
     def _propose_switch(self) -> None:
-        assert self._wanted is not None
+        assert self._wanted is not None and self._switch_pending
         req = self._cluster.switch_request(self._id, SwitchEra(era=self.era + 1, protocol=self._wanted))
         self._run(self._inner.propose(req))
         self._switch_deadline = self._now + self.config.resend_ms
@@ -515,8 +554,11 @@ class AcpReplica:
         assert now_ms >= self._now, f"time went backwards: {now_ms} < {self._now}"
         self._now = now_ms
         self._run(self._inner.tick(now_ms))
-        if self._switch_deadline is not None and now_ms >= self._switch_deadline and self._wanted is not None:
-            self._propose_switch()
+        if self._switch_deadline is not None and now_ms >= self._switch_deadline and self._switch_pending:
+            if switch_client(self._id) in self._sm.votes.get(self._wanted or "", ()):
+                self._switch_deadline = None  # our vote is ordered: the others' decide when
+            else:
+                self._propose_switch()
         if self._beacon_deadline is not None and now_ms >= self._beacon_deadline:
             if self._beacons_left > 0:
                 self._beacons_left -= 1
@@ -528,7 +570,7 @@ class AcpReplica:
 
     def propose(self, request: Request) -> Ready:
         """A client's request: to the current era, unless a switch is on its way (then: retry)."""
-        if self._wanted is not None and not request.client_id.startswith(SWITCH_CLIENT_PREFIX):
+        if self._switch_pending and not request.client_id.startswith(SWITCH_CLIENT_PREFIX):
             self._events.append(("reply", ClientReply(client_id=request.client_id,
                                                        request_id=request.request_id, replica=self._id,
                                                        status="retry", view=self.era)))
@@ -614,7 +656,7 @@ class AcpReplica:
                     if protocol == "raft" and x.status == "ok":
                         continue  # answered from `committed` above (the leader's own answer too)
                     if x.client_id.startswith(SWITCH_CLIENT_PREFIX):
-                        if x.status == "redirect" and x.leader_hint is not None and self._wanted is not None:
+                        if x.status == "redirect" and x.leader_hint is not None and self._switch_pending:
                             req = self._cluster.switch_request(self._id, SwitchEra(era=era + 1,
                                                                                   protocol=self._wanted))
                             messages.append((x.leader_hint - first, Forward(src=self._id, request=req)))

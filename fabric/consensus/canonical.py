@@ -52,8 +52,22 @@ def _enc(obj: Any, out: Callable[[bytes], Any], depth: int) -> None:
         out(obj)
     elif t is tuple or t is list:
         out(b"(%d:" % len(obj))
+        depth += 1
+        if depth > DEPTH_MAX:  # its items are too deep: _enc raises on the first
+            for item in obj:
+                _enc(item, out, depth)
+            return
         for item in obj:
-            _enc(item, out, depth + 1)
+            # The common leaves written here, as _enc writes them: a call per int or digest
+            # was most of the cost of encoding a message.
+            ti = type(item)
+            if ti is int:
+                out(b"i%d;" % item)
+            elif ti is bytes:
+                out(b"b%d:" % len(item))
+                out(item)
+            else:
+                _enc(item, out, depth)
     elif t is frozenset or t is set:
         items = sorted(encode(item) for item in obj)
         out(b"{%d:" % len(items))

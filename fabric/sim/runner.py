@@ -428,11 +428,11 @@ class Simulation:
                       f" sends={len(ready.messages)} commits={len(ready.committed)}")
         if ready.persist is not None:
             self.storages[rid].save(ready.persist)  # persist before anything leaves the node
-        messages, replies = list(ready.messages), list(ready.replies)
+        messages, replies = ready.messages, ready.replies
         byz = self.byzantine.get(rid)
         if byz is not None:
             behaviour, ctx = byz
-            messages = behaviour.messages(ctx, messages)
+            messages = behaviour.messages(ctx, list(messages))
             replies = [r2 for r2 in (behaviour.reply(ctx, r) for r in replies) if r2 is not None]
         counts = self.messages_by_type
         for to, msg in messages:

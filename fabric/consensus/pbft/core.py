@@ -320,11 +320,17 @@ class PbftReplica:
 
     def deadline_ms(self) -> int | None:
         """When `tick` next has work."""
-        times = [t for t in (self._request_deadline if self.mode == NORMAL and self._is_voter else None,
-                             self._vc_deadline if self.mode == VIEW_CHANGE else None,
-                             self._resend_deadline if self.mode == VIEW_CHANGE else None,
-                             self._fetch_deadline if self._need_state is not None else None) if t is not None]
-        return min(times) if times else None
+        # Asked after every event a replica takes: no list, no min() over one.
+        if self.mode == NORMAL:
+            best = self._request_deadline if self._is_voter else None
+        else:
+            best, t = self._vc_deadline, self._resend_deadline
+            if t is not None and (best is None or t < best):
+                best = t
+        t = self._fetch_deadline
+        if t is not None and self._need_state is not None and (best is None or t < best):
+            best = t
+        return best
 
     def status_role(self) -> str:
         """"primary", "backup" or "observer", with " (view-change)" while changing views."""

@@ -9,7 +9,6 @@ as proof, so they can be checked by anyone, not just their first receiver.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
@@ -44,6 +43,10 @@ def batch_digest(batch: tuple[Request, ...]) -> bytes:
     return h.digest()
 
 
+# Per message class: the names of the fields its payload covers, in declaration order.
+_PAYLOAD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _is_digest(x: Any) -> bool:
     return type(x) is bytes and len(x) == DIGEST_BYTES
 
@@ -58,17 +61,25 @@ class _Signed:
     @cached_property
     def payload(self) -> bytes:
         """The bytes the signature covers."""
-        skip = ("signature", *self._unsigned)
-        values = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip)
-        return encode((type(self).__name__, values))
+        cls = type(self)
+        names = _PAYLOAD_FIELDS.get(cls)
+        if names is None:  # per class, once: dataclasses.fields() is slow next to one encoding
+            skip = ("signature", *self._unsigned)
+            names = tuple(f.name for f in dataclasses.fields(self) if f.name not in skip)
+            _PAYLOAD_FIELDS[cls] = names
+        return encode((cls.__name__, tuple(getattr(self, name) for name in names)))
 
     def signed(self, signer: Signer) -> Any:
         """A copy signed by `signer` (whose identity must be `src`)."""
         assert signer.identity == self.src, (signer.identity, self.src)
-        # A shallow copy keeps the cached payload and skips re-checking fields
-        # that were checked when this value was built; only the signature changes.
-        new = copy.copy(self)
-        object.__setattr__(new, "signature", signer.sign(self.payload))
+        # A shallow copy keeps the cached payload (computed first, so the copy has it too) and
+        # skips re-checking fields that were checked when this value was built; only the
+        # signature changes. (What copy.copy does for these plain dataclasses, without its
+        # generic protocol.)
+        payload = self.payload
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "signature", signer.sign(payload))
         new.__dict__.pop("_canonical", None)
         return new
 
