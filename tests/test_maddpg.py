@@ -1,7 +1,8 @@
 """MADDPG on RLlib's new API stack: centralised critics, aligned replay, learning, checkpoints, runners.
 
 One Ray session for the module (two CPUs and a `dc:us-east` resource, for the
-pinned-runner test). The tiny env: two data centers of two hosts, 16-step windows.
+pinned-runner test). The tiny env: two data centers of four hosts, 16-step windows,
+batches of at most 8 VMs (see TINY).
 """
 
 from __future__ import annotations
@@ -22,13 +23,26 @@ from policies.heuristics import RandomPolicy
 from policies.maddpg import MADDPG, MADDPGConfig
 from policies.maddpg.export import export_actors, load_actors
 from policies.maddpg.replay import TRANSITION_ID, AlignmentError, JointReplayBuffer
-from policies.maddpg.torch_learner import check_aligned, joint
+from policies.maddpg.torch_learner import check_aligned, joint, td_loss
 from policies.traces.splits import TraceSources, load_split
 from policies.training import DEFAULT_HYPER, TrainingSettings, maddpg_config, pinned_to
 
 pytestmark = pytest.mark.ray
 
-TINY = {"dcs": ("a", "b"), "hosts_per_dc": 2, "dc_weights": (0.6, 0.4), "window_steps": 16, "shards": 96}
+# The tiny env: the same PlacementEnv on the real traces, cut so that a short run has a signal.
+# Batches over 8 VMs are left out: with the default cap (64) a few large batches, rejected or handed
+# off whole, made the per-step cost's spread (1.6) four times its mean (0.4), and a linear fit on
+# observations and actions gave the actions 0.1% of its variance (measured). What remains is mostly
+# consolidation (active hosts), decided by each controller's host choice, on four hosts per data
+# center so that choice matters.
+TINY = {
+    "dcs": ("a", "b"),
+    "hosts_per_dc": 4,
+    "dc_weights": (0.6, 0.4),
+    "window_steps": 16,
+    "shards": 96,
+    "batch_vms_max": 8,
+}
 TINY_HYPER = {  # the training job's settings, scaled to a run of a minute
     **DEFAULT_HYPER,
     "train_batch_size_per_learner": 128,
@@ -37,15 +51,23 @@ TINY_HYPER = {  # the training job's settings, scaled to a run of a minute
     "critic_hiddens": [128, 128],
     "actor_warmup_updates": 400,
     "exploration_noise_steps": 2000,
+    # Host choice is an argmax of the action's scores, so it is decided while the actions are still
+    # ~0.01. With the job's actor_lr 1e-4 and pull 0.1 the actions then kept growing and the learnt
+    # choice flipped back and forth (3 of 4 seeds lost most of their gain by 150 iterations,
+    # measured); a slower actor held to small actions keeps it.
+    "actor_lr": 3e-5,
+    "actor_action_l2": 1.0,
 }
-TRAIN_ITERATIONS = 150  # 2,400 env steps, 1,200 updates
-MARGIN = 0.10  # MADDPG's mean objective must be at least 10% below random's on the same episodes
-# Measured on the held-out episodes below (fixed seed): random 4.25, the zero action 2.96. The actors
-# start near the zero action (DDPG's small output layer); after this short training they are no
-# better than that start beyond noise (nor, in longer runs, on the full env: policies/README.md).
-# So the margin over random is where training starts and stays, not something it learnt; the test
-# holds the pipeline to it: a short run must not wander off (a learning rate of 3e-4 did, to 5.1).
-START_DRIFT_MAX = 0.10  # the trained objective may exceed the start's by at most 10% (paired mean)
+SEED = 0
+TRAIN_ITERATIONS = 125  # 2,000 env steps, 880 updates (the actors move after the first 400)
+MARGIN = 0.10  # the trained mean objective must be at least 10% below random's and below the start's
+# Measured on the held-out episodes below (48, lower is better): random 3.24; the zero action 1.64,
+# first-fit 1.63 (the best heuristic here). The actors start near zero (DDPG's small output layer), but
+# their host scores, tiny as they are, still decide the argmax, with random signs: the start spreads
+# VMs over the hosts. Seed 0 (this test): start 2.40 -> trained 1.64. Seeds 1-5, same code: 3.43 ->
+# 2.16, 2.87 -> 1.63, 2.86 -> 1.64, 1.90 -> 1.65, 2.17 -> 1.86 (all pass both checks). With the
+# critic's gradient taken out of the actors' loss (the pull towards zero alone) seeds 0 and 2 went
+# to 2.57 and 3.01: the gain is learnt. It reaches first-fit's level, not beyond (policies/README.md).
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +93,7 @@ def tiny(sources: TraceSources) -> PlacementEnvConfig:
 
 def tiny_config(tiny: PlacementEnvConfig, **overrides) -> MADDPGConfig:
     """MADDPG on the tiny env, in-process sampling, seeded."""
+    overrides.setdefault("seed", SEED)
     settings = TrainingSettings(hyper={**TINY_HYPER, **overrides.pop("hyper", {})}, **overrides)
     return maddpg_config(tiny, settings)
 
@@ -126,10 +149,18 @@ def test_config_validation_says_how_to_fix(tiny: PlacementEnvConfig) -> None:
     for bad, match in (
         ({"tau": 0.0}, "tau=0.0 is invalid; set it to a Polyak"),
         ({"policy_delay": 0}, "policy_delay"),
+        ({"critic_huber_delta": -1.0}, "critic_huber_delta"),
         ({"actor_hiddens": []}, "actor_hiddens"),
     ):
         with pytest.raises(ConfigError, match=match):
             MADDPGConfig().environment(PlacementEnv, env_config=tiny.to_dict()).training(**bad).validate()
+
+
+def test_critic_loss_is_squared_or_huber() -> None:
+    error = torch.tensor([0.1, -0.2, 3.0])
+    assert torch.isclose(td_loss(error, 0.0), (error**2).mean())
+    # Huber: squared (halved) below the delta, linear beyond it, so a rare large cost weighs less.
+    assert torch.isclose(td_loss(error, 1.0), torch.tensor((0.005 + 0.02 + 2.5) / 3))
 
 
 def test_the_critic_sees_every_agents_observation_and_action(trained) -> None:
@@ -205,8 +236,9 @@ def test_replay_rows_are_joint_and_misaligned_batches_are_refused(
         check_aligned(torch_batch, ["a", "b"])
 
 
-def test_short_training_clearly_beats_random_actions(trained, tiny: PlacementEnvConfig) -> None:
-    """The trained actors beat random on held-out episodes by a margin (see START_DRIFT_MAX's note)."""
+def test_short_training_learns_beyond_its_start_and_random_actions(trained, tiny: PlacementEnvConfig) -> None:
+    """After a short run the actors beat both their untrained start and random actions on held-out
+    episodes, each by MARGIN and beyond the paired 95% interval (numbers: MARGIN's note)."""
     algo, result, untrained = trained
     assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= TRAIN_ITERATIONS * 16
     timers = result["timers"]
@@ -222,13 +254,16 @@ def test_short_training_clearly_beats_random_actions(trained, tiny: PlacementEnv
     learned = evaluate(ActorsOf(algo, env.agents), tiny, plan, env=env)
     random = evaluate(RandomPolicy(env.layout, tuple(env.agents), seed=0), tiny, plan, env=env)
     learned_mean = summarise(learned)["objective"]["mean"]
-    random_mean = summarise(random)["objective"]["mean"]
-    start_mean = summarise(untrained)["objective"]["mean"]
-    assert learned_mean <= (1.0 - MARGIN) * random_mean, (learned_mean, random_mean, start_mean)
-    # Paired over the 48 episodes (each a different window or shard): better beyond the 95% interval.
-    gain, ci = mean_ci([a.objective - b.objective for a, b in zip(learned, random, strict=True)])
-    assert gain + ci < 0, (gain, ci, learned_mean, random_mean, start_mean)
-    assert learned_mean <= (1.0 + START_DRIFT_MAX) * start_mean, (learned_mean, start_mean)
+    numbers = {
+        "trained": learned_mean,
+        "start": summarise(untrained)["objective"]["mean"],
+        "random": summarise(random)["objective"]["mean"],
+    }
+    for baseline, results in (("start", untrained), ("random", random)):
+        assert learned_mean <= (1.0 - MARGIN) * numbers[baseline], (baseline, numbers)
+        # Paired over the 48 episodes (each a different window or shard): better beyond the 95% interval.
+        gain, ci = mean_ci([a.objective - b.objective for a, b in zip(learned, results, strict=True)])
+        assert gain + ci < 0, (baseline, gain, ci, numbers)
 
 
 def test_checkpoint_save_and_restore_reproduce_actions_exactly(

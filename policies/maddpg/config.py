@@ -53,6 +53,7 @@ class MADDPGConfig(AlgorithmConfig):
         self.random_steps_before_learning = 1_000  # uniform random actions first (TD3's start_timesteps)
         self.updates_per_iteration = 1
         self.policy_delay = 1  # actor updates every this many critic updates (TD3 uses 2)
+        self.critic_huber_delta = 0.0  # 0: the paper's squared TD error
         self.actor_warmup_updates = 0  # critic-only updates before the actors start to move
         self.twin_q = bool(MODEL_DEFAULTS["twin_q"])
         self.target_noise = float(MODEL_DEFAULTS["target_noise"])
@@ -95,6 +96,7 @@ class MADDPGConfig(AlgorithmConfig):
         target_noise: float = NotProvided,
         target_noise_clip: float = NotProvided,
         policy_delay: int = NotProvided,
+        critic_huber_delta: float = NotProvided,
         actor_warmup_updates: int = NotProvided,
         final_layer_init: float = NotProvided,
         action_prior: list[float] | None = NotProvided,
@@ -121,6 +123,8 @@ class MADDPGConfig(AlgorithmConfig):
             target_noise: std of the clipped noise on target actions (TD3's target policy smoothing; 0: off).
             target_noise_clip: bound of that noise.
             policy_delay: critic updates per actor update (1: every step, as MADDPG; TD3 uses 2).
+            critic_huber_delta: > 0: the critics' loss is Huber with this delta (squared below it,
+                linear above, as DQN's), so rare large costs do not dominate their fit; 0: squared.
             actor_warmup_updates: updates that train only the critics, before the actors start.
             final_layer_init: output layers start uniform in +-this (DDPG's init; 0: torch's default).
             action_prior: an action (values in [-1, 1]) the actors start at and are pulled towards
@@ -147,6 +151,7 @@ class MADDPGConfig(AlgorithmConfig):
             "target_noise": target_noise,
             "target_noise_clip": target_noise_clip,
             "policy_delay": policy_delay,
+            "critic_huber_delta": critic_huber_delta,
             "actor_warmup_updates": actor_warmup_updates,
             "final_layer_init": final_layer_init,
             "action_prior": action_prior,
@@ -201,6 +206,7 @@ class MADDPGConfig(AlgorithmConfig):
             ("target_noise", 0.0 <= self.target_noise <= 1.0, "a std in [0, 1], e.g. 0.2"),
             ("target_noise_clip", 0.0 <= self.target_noise_clip <= 1.0, "a bound in [0, 1], e.g. 0.5"),
             ("policy_delay", 1 <= self.policy_delay <= 100, "an int in [1, 100], e.g. 2"),
+            ("critic_huber_delta", 0.0 <= self.critic_huber_delta <= 1e3, "0 (squared) or a delta, e.g. 1"),
             ("actor_warmup_updates", self.actor_warmup_updates >= 0, "an int >= 0"),
             ("final_layer_init", 0.0 <= self.final_layer_init <= 1.0, "a bound in [0, 1], e.g. 3e-3"),
             (

@@ -59,6 +59,13 @@ def check_aligned(batch: dict[str, dict[str, Any]], agents: list[str]) -> None:
         raise AlignmentError("the agents' rows of this train batch do not come from the same env steps")
 
 
+def td_loss(error: torch.Tensor, huber_delta: float) -> torch.Tensor:
+    """Mean squared TD error (eq. 6), or, for huber_delta > 0, Huber's (squared below delta, linear above)."""
+    if huber_delta > 0.0:
+        return torch.nn.functional.huber_loss(error, torch.zeros_like(error), delta=huber_delta)
+    return torch.mean(error**2)
+
+
 class MADDPGTorchLearner(TorchLearner, MADDPGLearner):
     """Centralised critics, decentralised actors; one update step covers all agents."""
 
@@ -129,12 +136,14 @@ class MADDPGTorchLearner(TorchLearner, MADDPGLearner):
             config = self.config.get_config_for_module(agent)
             r_i = batch[agent][Columns.REWARDS]
             not_done = 1.0 - batch[agent][Columns.TERMINATEDS].float()
-            # Eq. 6: the target y and the critic's squared error.
+            # Eq. 6: the target y and the critic's squared error (Huber's with critic_huber_delta > 0).
             y = r_i + config.gamma * not_done * module.compute_q_target(x_next, a_next)
             q = module.compute_q(x, torch.cat(a, dim=-1))
-            qf_loss = torch.mean((q - y.detach()) ** 2)
+            qf_loss = td_loss(q - y.detach(), config.critic_huber_delta)
             if module.twin_q:
-                qf_twin_loss = torch.mean((module.compute_q_twin(x, torch.cat(a, dim=-1)) - y.detach()) ** 2)
+                qf_twin_loss = td_loss(
+                    module.compute_q_twin(x, torch.cat(a, dim=-1)) - y.detach(), config.critic_huber_delta
+                )
                 self._temp_losses[(agent, QF_TWIN_OPTIMIZER)] = qf_twin_loss
             # Eq. 5: ascend Q_i with agent i's action replaced by mu_i(o_i), the others from the buffer.
             mu_i = fwd_out[agent][ACTIONS_PI]
