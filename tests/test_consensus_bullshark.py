@@ -107,8 +107,8 @@ def test_a_silent_leader_costs_timeouts_not_agreement() -> None:
     assert r.replica_counters["round_timeouts"] > 0  # anchors of the silent leader were waited for
 
 
-def test_garbage_collection_drops_old_rounds_and_a_restart_rebuilds_the_dag() -> None:
-    cl, storages, vals = cluster(gc_depth=4, checkpoint_anchors=1)
+def register_eight(cl, storages, vals) -> None:
+    """Eight registrations, each carried to its end before the next (enough rounds for GC)."""
     client = ConsensusClient("c", cl.client_policy, signer=cl.client_signer("c"))
     queue: list = []
     for k in range(8):
@@ -117,6 +117,11 @@ def test_garbage_collection_drops_old_rounds_and_a_restart_rebuilds_the_dag() ->
             queue.extend(vals[to].propose(req).messages)
         pump(vals, storages, queue)
         client.abandon(0)
+
+
+def test_garbage_collection_drops_old_rounds_and_a_restart_rebuilds_the_dag() -> None:
+    cl, storages, vals = cluster(gc_depth=4, checkpoint_anchors=1)
+    register_eight(cl, storages, vals)
     v0 = vals[0]
     assert v0.gc_round > 0 and min(v0._dag) > v0.gc_round
     assert all(c.round > v0.gc_round for c in storages[0].load().certs)
@@ -130,14 +135,7 @@ def test_a_restart_after_gc_without_a_stable_checkpoint_replays_to_the_same_posi
     with no checkpoint stable yet, a restarted validator replays the DAG from round 1 and reaches
     the same positions and state (it once re-ordered what storage kept from position 0)."""
     cl, storages, vals = cluster(gc_depth=4, checkpoint_anchors=10_000)
-    client = ConsensusClient("c", cl.client_policy, signer=cl.client_signer("c"))
-    queue: list = []
-    for k in range(8):
-        out = client.submit(RegisterVm(vm=f"v{k}", node="dc1"), 0)
-        for to, req in out.sends:
-            queue.extend(vals[to].propose(req).messages)
-        pump(vals, storages, queue)
-        client.abandon(0)
+    register_eight(cl, storages, vals)
     v0 = vals[0]
     assert v0.gc_round > 0 and v0._stable is None
     assert min(c.round for c in storages[0].load().certs) == 1  # nothing dropped from storage
