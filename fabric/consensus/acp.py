@@ -9,7 +9,7 @@ A switch, in the order the replicas carry it out:
 
 1. Propose. A replica told the mode changed (`change_mode`) proposes a signed
    `SwitchEra(era+1, protocol)` request through the current era's log, and
-   retries until the log holds it. From then on it accepts no new client request
+   retries until the log holds it; until then it accepts no new client request
    (they get "retry": the client comes back, to the new era). It keeps the mode's
    protocol as its target: if the others switch elsewhere first, it asks again in
    the next era.
@@ -433,6 +433,11 @@ class AcpReplica:
         """Does the latest mode want another protocol than this era's?"""
         return self._wanted is not None and self._wanted != self._era.protocol
 
+    @property
+    def _vote_ordered(self) -> bool:
+        """Is our switch request for the wanted protocol in this era's log already?"""
+        return switch_client(self._id) in self._sm.votes.get(self._wanted or "", ())
+
     def _check_switch(self) -> None:
         """After the era's replica applied its switch entry, start the next era from that state."""
         if self._sm.switch_to is None:
@@ -555,7 +560,7 @@ class AcpReplica:
         self._now = now_ms
         self._run(self._inner.tick(now_ms))
         if self._switch_deadline is not None and now_ms >= self._switch_deadline and self._switch_pending:
-            if switch_client(self._id) in self._sm.votes.get(self._wanted or "", ()):
+            if self._vote_ordered:
                 self._switch_deadline = None  # our vote is ordered: the others' decide when
             else:
                 self._propose_switch()
@@ -569,8 +574,13 @@ class AcpReplica:
         return self._ready()
 
     def propose(self, request: Request) -> Ready:
-        """A client's request: to the current era, unless a switch is on its way (then: retry)."""
-        if self._switch_pending and not request.client_id.startswith(SWITCH_CLIENT_PREFIX):
+        """A client's request: to the current era, unless our switch request is on its way (then: retry).
+
+        Held only until our vote is in the log: after that the switch waits for the
+        others (f+1 in a Byzantine era), and a replica that alone wants it, perhaps the
+        leader, must not stop the ledger meanwhile."""
+        if self._switch_pending and not self._vote_ordered \
+                and not request.client_id.startswith(SWITCH_CLIENT_PREFIX):
             self._events.append(("reply", ClientReply(client_id=request.client_id,
                                                        request_id=request.request_id, replica=self._id,
                                                        status="retry", view=self.era)))
